@@ -1,0 +1,149 @@
+"""The common corruptions of ImageNet-C, CIFAR-10/100-C and Tiny-ImageNet-C as batched kernels.
+
+``corrupt(images, "fog", 3, suite="cifar10-c", seed=0)`` applies one (corruption, severity) cell of a
+suite's table to a batch. Every image's randomness is keyed on (seed, suite, corruption, severity,
+index), so the output does not depend on batching, workers, processes or resumption.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from . import blur, digital, noise, weather  # noqa: F401  (fill the registry)
+from ._frost import FrostTexturesMissing, set_frost_dir
+from ._ops import floor_levels, to_uint8
+from ._registry import REGISTRY, Corruption
+from ._rng import Draws, image_seed
+from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names, load_suite, suites
+
+__all__ = [
+    "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite",
+    "apply", "corrupt", "corruption_names", "load_suite", "set_frost_dir", "suites",
+]
+
+
+def _check_name(corruption: str, suite: Suite) -> None:
+    if not isinstance(corruption, str) or corruption not in suite.corruptions:
+        names = suite.names(extra=True)
+        near = difflib.get_close_matches(str(corruption), names, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(
+            f"unknown corruption {corruption!r} for suite {suite.id!r}{hint} Accepted: {', '.join(names)}"
+        )
+
+
+def _check_severity(severity) -> int:
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or int(severity) not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+    return int(severity)
+
+
+def _indices(index, n: int) -> list[int]:
+    if index is None:
+        return list(range(n))
+    if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+        if n != 1:
+            raise ValueError(f"index is a single int but the batch has {n} images; pass {n} indices")
+        return [int(index)]
+    idx = torch.as_tensor(index).reshape(-1)
+    if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.numel() != n:
+        raise ValueError(f"index must hold {n} integers (one per image), got {index!r}")
+    return [int(i) for i in idx.tolist()]
+
+
+def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imagenet-c",
+          seeds: Sequence[int]) -> torch.Tensor:
+    """Apply one cell to a validated batch with explicit per-image seeds (no checks, no rounding).
+
+    Args:
+        x: (N, 3, H, W) float in [0, 1] on any device.
+        seeds: N per-image seeds, e.g. from :func:`image_seed`.
+    Returns:
+        (N, 3, H, W) float in [0, 1], same device and dtype.
+    """
+    s = load_suite(suite)
+    spec = s.corruptions[corruption]
+    params = spec.params(severity, s)
+    c = REGISTRY[corruption]
+    if x.shape[0] == 0:
+        return x.clone()
+    h, w = x.shape[-2:]
+    draws = c.sample(Draws(seeds, x.device), h, w, params) if c.sample is not None else {}
+    return c.apply(x, params, draws)
+
+
+def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c", seed: int = 0,
+            index=None, quantize: bool = True):
+    """Corrupt images with one (corruption, severity) cell of a suite's table.
+
+    Args:
+        images: a float tensor ``(N, 3, H, W)`` or ``(3, H, W)`` in [0, 1] (same shape back, float);
+            a uint8 tensor of those shapes (uint8 back); or a uint8 numpy image ``(H, W, 3)`` or
+            ``(H, W)`` as the reference package takes (uint8 ``(H, W, 3)`` back).
+        corruption: a name from ``corruption_names(suite, extra=True)``.
+        severity: 1..5.
+        suite: ``imagenet-c`` (224 px), ``cifar10-c``/``cifar100-c`` (32 px), ``tinyimagenet-c`` (64 px).
+        seed: the run's seed; with ``index`` it keys each image's randomness.
+        index: an int or N ints naming the images (e.g. their dataset indices); default 0..N-1.
+        quantize: floor float outputs to the 8-bit grid as the reference's ``np.uint8`` does.
+
+    Examples:
+        >>> import torch, robustbench_augmix as rba
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> y = rba.corrupt(x, "gaussian_noise", 3, suite="cifar10-c", seed=1)
+        >>> y.shape, bool(torch.equal(y, rba.corrupt(x, "gaussian_noise", 3, suite="cifar10-c", seed=1)))
+        (torch.Size([2, 3, 32, 32]), True)
+    """
+    s = load_suite(suite)
+    _check_name(corruption, s)
+    severity = _check_severity(severity)
+
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8:
+            raise ValueError(f"numpy images must be uint8 (H, W, 3) or (H, W), got dtype {images.dtype}; "
+                             "pass a float tensor (N, 3, H, W) in [0, 1] for float data")
+        if images.ndim == 2:
+            images = np.repeat(images[:, :, None], 3, axis=2)
+        if images.ndim != 3 or images.shape[2] != 3:
+            raise ValueError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(2, 0, 1)[None].float() / 255
+        y = apply(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, 1))
+        return to_uint8(y)[0].permute(1, 2, 0).numpy()
+
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"images must be a torch tensor or a uint8 numpy array, got {type(images).__name__}")
+    single = images.dim() == 3
+    x = images[None] if single else images
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+    if x.shape[-1] < 2 or x.shape[-2] < 2:
+        raise ValueError(f"images must be at least 2x2 pixels, got {tuple(x.shape[-2:])}")
+    is_u8 = x.dtype == torch.uint8
+    if is_u8:
+        x = x.float() / 255
+    elif not x.dtype.is_floating_point:
+        raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
+    else:
+        if torch.isnan(x).any():
+            raise ValueError("images contain NaN values")
+        if x.numel() and (x.min() < 0 or x.max() > 1):
+            raise ValueError(f"float images must lie in [0, 1], got range [{float(x.min()):.4g}, "
+                             f"{float(x.max()):.4g}]; divide uint8 data by 255")
+    seeds = _seeds(seed, s, corruption, severity, index, x.shape[0])
+    orig_dtype = x.dtype
+    y = apply(x.float(), corruption, severity, suite=suite, seeds=seeds)
+    if is_u8:
+        y = to_uint8(y)
+    else:
+        y = (floor_levels(y) if quantize else y).to(orig_dtype)
+    return y[0] if single else y
+
+
+def _seeds(seed, s: Suite, corruption: str, severity: int, index, n: int) -> list[int]:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return [image_seed(int(seed), s.id, corruption, severity, i) for i in _indices(index, n)]

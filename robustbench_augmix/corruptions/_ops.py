@@ -1,0 +1,296 @@
+"""Shared batched building blocks: border modes, separable filters as matrices, the reference's
+helper kernels (disk, plasma fractal, clipped zoom, ImageMagick motion blur) and 8-bit rounding.
+
+All image tensors are ``(N, C, H, W)`` float in [0, 1] unless a docstring says otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# --------------------------------------------------------------------------- 8-bit quantisation
+
+
+def floor_levels(x: torch.Tensor) -> torch.Tensor:
+    """Floor to the 8-bit grid, as the reference's ``np.uint8(clip(x, 0, 1) * 255)`` does.
+
+    A margin of 1e-3 grey levels keeps values that are integers in exact arithmetic (and land a
+    rounding error below them in float32) on that integer, so the result does not depend on the
+    order in which a float sum was taken.
+    """
+    return torch.floor(x.clamp(0, 1) * 255 + 1e-3) / 255
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """``floor_levels`` as uint8 levels 0..255 (same shape)."""
+    return torch.floor(x.clamp(0, 1) * 255 + 1e-3).to(torch.uint8)
+
+
+def round_levels_u8(x: torch.Tensor) -> torch.Tensor:
+    """The nearest 8-bit level of an input image, as uint8 (recovers uint8 data exactly)."""
+    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------- border modes
+
+
+def border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
+    """Map (possibly out-of-range) indices into [0, n) under a border mode.
+
+    Modes: ``reflect101`` (OpenCV's default BORDER_REFLECT_101, torch's 'reflect': ``dcb|abcd|cba``),
+    ``symmetric`` (scipy's 'reflect', half-sample: ``cba|abcd|dcb``), ``edge`` (scipy 'nearest',
+    skimage's default for ``gaussian``: ``aaa|abcd|ddd``). Works for any distance outside.
+    """
+    idx = np.asarray(idx)
+    if mode == "edge" or n == 1:
+        return np.clip(idx, 0, n - 1)
+    if mode == "reflect101":
+        period = 2 * n - 2
+        m = np.mod(idx, period)
+        return np.where(m >= n, period - m, m)
+    if mode == "symmetric":
+        period = 2 * n
+        m = np.mod(idx, period)
+        return np.where(m >= n, period - 1 - m, m)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+def correlate_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
+    """The (n, n) float64 matrix M with ``M @ v == correlate1d(v, weights, mode)`` (centred weights)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    r = len(weights) // 2
+    rows = np.repeat(np.arange(n), len(weights))
+    src = (np.arange(n)[:, None] + np.arange(-r, r + 1)[None, :]).ravel()
+    cols = border_index(src, n, mode)
+    m = np.zeros((n, n), dtype=np.float64)
+    np.add.at(m, (rows, cols), np.tile(weights, n))
+    return m
+
+
+def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter1d's kernel: radius ``int(truncate * sigma + 0.5)``, normalised."""
+    if sigma <= 0:
+        return np.ones(1)
+    r = int(truncate * sigma + 0.5)
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    w = np.exp(-0.5 / sigma**2 * x**2)
+    return w / w.sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _gaussian_matrix(n: int, sigma: float, truncate: float, mode: str) -> np.ndarray:
+    return correlate_matrix(n, gaussian_weights(sigma, truncate), mode)
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "edge", truncate: float = 4.0) -> torch.Tensor:
+    """skimage/scipy Gaussian filter over the last two axes (H, W) of ``x``, any leading shape.
+
+    The filter is applied as two matrix products with the border folded into the matrices, which is
+    exact for any sigma (scipy reflects repeatedly when the kernel is wider than the image).
+    """
+    if sigma <= 0:
+        return x
+    h, w = x.shape[-2:]
+    mh = torch.as_tensor(_gaussian_matrix(h, float(sigma), truncate, mode), dtype=x.dtype, device=x.device)
+    mw = mh if w == h else torch.as_tensor(
+        _gaussian_matrix(w, float(sigma), truncate, mode), dtype=x.dtype, device=x.device
+    )
+    return torch.matmul(torch.matmul(mh, x), mw.T)
+
+
+def pad_index(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
+    """Pad the last two axes by any amount under a :func:`border_index` mode."""
+    h, w = x.shape[-2:]
+    ih = torch.as_tensor(border_index(np.arange(-top, h + bottom), h, mode), device=x.device)
+    iw = torch.as_tensor(border_index(np.arange(-left, w + right), w, mode), device=x.device)
+    return x.index_select(-2, ih).index_select(-1, iw)
+
+
+def conv2d_same(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -> torch.Tensor:
+    """Correlate every channel of ``x`` (N, C, H, W) with one 2-D kernel (as cv2.filter2D does).
+
+    Zero rows and columns at the kernel's rim are trimmed first (they contribute nothing); large
+    kernels go through an FFT, small ones through a direct depthwise convolution.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    nz_r, nz_c = np.nonzero(np.abs(k) > 0)
+    ry = max(int(np.abs(nz_r - k.shape[0] // 2).max()), 0)
+    rx = max(int(np.abs(nz_c - k.shape[1] // 2).max()), 0)
+    cy, cx = k.shape[0] // 2, k.shape[1] // 2
+    k = k[cy - ry : cy + ry + 1, cx - rx : cx + rx + 1]
+    n, c, h, w = x.shape
+    xp = pad_index(x, ry, ry, rx, rx, mode)
+    if k.size <= 49:
+        wt = torch.as_tensor(k, dtype=x.dtype, device=x.device).expand(c, 1, *k.shape)
+        return F.conv2d(xp, wt, groups=c)
+    return _fft_correlate(xp, k)[..., : h, : w]
+
+
+def _fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (sizes that FFT libraries handle fastest)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def _fft_correlate(xp: torch.Tensor, k: np.ndarray) -> torch.Tensor:
+    """Valid-mode correlation of padded images ``xp`` (..., Hp, Wp) with kernel ``k`` via rFFT.
+
+    Returns ``(..., Hp - kh + 1, Wp - kw + 1)``, trimmed by the caller.
+    """
+    hp, wp = xp.shape[-2:]
+    kh, kw = k.shape
+    fh, fw = _fft_size(hp), _fft_size(wp)
+    # Correlation == convolution with the flipped kernel; put it at the origin, wrapping around.
+    kf = np.zeros((fh, fw))
+    kf[:kh, :kw] = k[::-1, ::-1]
+    kf = np.roll(kf, (-(kh - 1), -(kw - 1)), axis=(0, 1))
+    kt = torch.fft.rfft2(torch.as_tensor(kf, dtype=xp.dtype, device=xp.device))
+    y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(fh, fw)) * kt, s=(fh, fw))
+    return y[..., : hp - kh + 1, : wp - kw + 1]
+
+
+# --------------------------------------------------------------------------- reference helpers
+
+
+def cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:
+    """cv2.getGaussianKernel(ksize, sigma) for sigma > 0."""
+    x = np.arange(ksize, dtype=np.float64) - (ksize - 1) / 2
+    w = np.exp(-(x**2) / (2 * sigma**2))
+    return w / w.sum()
+
+
+@functools.lru_cache(maxsize=64)
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The reference ``disk(radius, alias_blur)``: an aliased disk, normalised, then
+    ``cv2.GaussianBlur`` (3x3, or 5x5 for radius > 8) with BORDER_REFLECT_101 (IN l. 153-165)."""
+    if radius <= 8:
+        grid, ksize = np.arange(-8, 9), 3
+    else:
+        r = int(radius)
+        grid, ksize = np.arange(-r, r + 1), 5
+    xx, yy = np.meshgrid(grid, grid)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
+    disk /= disk.sum()
+    g = correlate_matrix(len(grid), cv2_gaussian_kernel(ksize, alias_blur), "reflect101")
+    return g @ disk @ g.T
+
+
+def motion_taps(radius: float, sigma: float, angle_deg: float) -> list[tuple[float, int, int]]:
+    """ImageMagick MotionBlurImage's taps: (weight, dy, dx) for i = 0 .. 2*ceil(radius).
+
+    Weight ``exp(-i^2 / (2 sigma^2))`` normalised (a one-sided Gaussian); tap i samples the pixel at
+    ``(y + ceil(i sin(a) - 0.5), x + ceil(i cos(a) - 0.5))``, edges replicated.
+    """
+    width = 2 * math.ceil(radius) + 1
+    k = np.exp(-(np.arange(width, dtype=np.float64) ** 2) / (2 * sigma**2))
+    k /= k.sum()
+    a = math.radians(angle_deg)
+    # ImageMagick divides by hypot(width*sin, width*cos), i.e. normalises the direction vector.
+    px, py = width * math.sin(a), width * math.cos(a)
+    hyp = math.hypot(px, py)
+    taps = []
+    for i in range(width):
+        dy = math.ceil(i * px / hyp - 0.5)
+        dx = math.ceil(i * py / hyp - 0.5)
+        taps.append((float(k[i]), dy, dx))
+    return taps
+
+
+def motion_blur_batch(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick motion blur of each image at its own angle (degrees), edge pixels replicated.
+
+    Args:
+        x: (N, C, H, W) float.
+        angles: (N,) float64 on the CPU.
+    Returns:
+        (N, C, H, W) float, not quantised.
+    """
+    n, c, h, w = x.shape
+    out = torch.empty_like(x)
+    for i in range(n):
+        taps = motion_taps(radius, sigma, float(angles[i]))
+        dys = [t[1] for t in taps]
+        dxs = [t[2] for t in taps]
+        top, bottom = max(0, -min(dys)), max(0, max(dys))
+        left, right = max(0, -min(dxs)), max(0, max(dxs))
+        xp = pad_index(x[i], top, bottom, left, right, "edge")
+        acc = torch.zeros_like(x[i])
+        for k, dy, dx in taps:
+            acc.add_(xp[:, top + dy : top + dy + h, left + dx : left + dx + w], alpha=k)
+        out[i] = acc
+    return out
+
+
+def zoom_factors(start: float, stop: float, step: float) -> np.ndarray:
+    """The reference's ``np.arange(start, stop, step)`` (floating point decides the end point)."""
+    return np.arange(start, stop, step)
+
+
+def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
+    """The reference ``clipped_zoom`` (IN l. 231-241) over the last two axes of (N, C, H, W).
+
+    Crop the centre ``ceil(h / z)``, zoom it with scipy's order-1 ``zoom`` (corner-aligned bilinear,
+    output ``round(ch * z)``) and keep the centre h rows, trimming ``(out - h) // 2``. The reference
+    uses h for both axes (square images); here each axis uses its own size.
+    """
+    h, w = x.shape[-2:]
+    ch, cw = math.ceil(h / z), math.ceil(w / z)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    oh, ow = round(ch * z), round(cw * z)
+    crop = x[..., top : top + ch, left : left + cw]
+    shp = crop.shape
+    y = F.interpolate(crop.reshape(-1, 1, ch, cw) if crop.dim() != 4 else crop, size=(oh, ow),
+                      mode="bilinear", align_corners=True)
+    y = y.reshape(*shp[:-2], oh, ow)
+    th, tw = (oh - h) // 2, (ow - w) // 2
+    return y[..., th : th + h, tw : tw + w]
+
+
+def plasma_fractal(draws, mapsize: int, wibble_decay: float) -> torch.Tensor:
+    """The reference ``plasma_fractal`` (IN l. 182-228), one map per image: (N, mapsize, mapsize).
+
+    Diamond-square on a periodic grid (``np.roll``), noise amplitude ``wibble`` starting at 100 and
+    divided by ``wibble_decay`` per level, min-max normalised to [0, 1] per map. float64.
+    """
+    n, m = len(draws), mapsize
+    dev = draws.device
+    a = torch.zeros((n, m, m), dtype=torch.float64, device=dev)
+    step, wibble = m, 100.0
+
+    def wibbled(t: torch.Tensor) -> torch.Tensor:
+        u = draws.uniform(*t.shape[1:], dtype=torch.float64)
+        return t / 4 + wibble * (wibble * (2 * u - 1))
+
+    while step >= 2:
+        half = step // 2
+        corners = a[:, 0:m:step, 0:m:step]
+        sq = corners + torch.roll(corners, -1, dims=1)
+        sq = sq + torch.roll(sq, -1, dims=2)
+        a[:, half:m:step, half:m:step] = wibbled(sq)
+        dr = a[:, half:m:step, half:m:step]
+        ul = a[:, 0:m:step, 0:m:step]
+        lt = (dr + torch.roll(dr, 1, dims=1)) + (ul + torch.roll(ul, -1, dims=2))
+        a[:, 0:m:step, half:m:step] = wibbled(lt)
+        tt = (dr + torch.roll(dr, 1, dims=2)) + (ul + torch.roll(ul, -1, dims=1))
+        a[:, half:m:step, 0:m:step] = wibbled(tt)
+        step //= 2
+        wibble /= wibble_decay
+    a = a - a.amin(dim=(1, 2), keepdim=True)
+    return a / a.amax(dim=(1, 2), keepdim=True)
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV's RGB2GRAY (0.299 R + 0.587 G + 0.114 B) of (N, 3, H, W) -> (N, 1, H, W)."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2]) + 0.114 * x[:, 2:3]

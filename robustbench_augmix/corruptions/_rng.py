@@ -1,0 +1,81 @@
+"""Per-image randomness keyed on (seed, suite, corruption, severity, image index).
+
+Every image gets its own ``torch.Generator`` seeded from a hash of its key, so an image's draws do
+not depend on the batch it is in, the worker or process that handles it, or where a run resumed.
+Small per-image parameters (angles, offsets, texture choices) are always drawn on the CPU; large
+random fields are drawn on the device the batch lives on (CPU results are the reference; a CUDA
+generator gives a different, equally valid stream).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+
+def image_seed(seed: int, suite: str, corruption: str, severity: int, index: int) -> int:
+    """A 63-bit seed for one image, stable across platforms and Python versions."""
+    key = f"rba/v1/{seed}/{suite}/{corruption}/{severity}/{index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+class Draws:
+    """Draws random tensors with a leading per-image dimension N, one generator per image.
+
+    Args:
+        seeds: one seed per image (see :func:`image_seed`).
+        device: where large fields are drawn and returned.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.cpu = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self._dev: list[torch.Generator] | None = None
+
+    def __len__(self) -> int:
+        return len(self.cpu)
+
+    @property
+    def _field_gens(self) -> list[torch.Generator]:
+        if self.device.type == "cpu":
+            return self.cpu
+        if self._dev is None:
+            # A device generator per image, seeded from that image's CPU stream.
+            self._dev = [
+                torch.Generator(self.device).manual_seed(int(torch.randint(2**62, (1,), generator=g)))
+                for g in self.cpu
+            ]
+        return self._dev
+
+    def _field(self, fn, shape, dtype, **kw) -> torch.Tensor:
+        out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
+        for i, g in enumerate(self._field_gens):
+            out[i] = fn(size=shape, generator=g, dtype=dtype, device=self.device, **kw)
+        return out
+
+    def normal(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
+        """Standard normal field ``(N, *shape)`` on the device."""
+        return self._field(torch.randn, shape, dtype)
+
+    def uniform(self, *shape: int, dtype=torch.float32) -> torch.Tensor:
+        """U[0, 1) field ``(N, *shape)`` on the device."""
+        return self._field(torch.rand, shape, dtype)
+
+    def integers(self, low: int, high: int, *shape: int) -> torch.Tensor:
+        """Integers in [low, high) ``(N, *shape)``, int64, on the device."""
+        out = torch.empty((len(self), *shape), dtype=torch.int64, device=self.device)
+        for i, g in enumerate(self._field_gens):
+            out[i] = torch.randint(low, high, shape, generator=g, device=self.device)
+        return out
+
+    # Small parameters: always on the CPU, float64, so they are identical whatever the device.
+    def scalars(self, low: float, high: float, *shape: int) -> torch.Tensor:
+        """U[low, high) per image, ``(N, *shape)`` float64 on the CPU."""
+        u = torch.stack([torch.rand(shape, generator=g, dtype=torch.float64) for g in self.cpu])
+        return low + (high - low) * u
+
+    def choices(self, high: int, *shape: int) -> torch.Tensor:
+        """Integers in [0, high) per image, ``(N, *shape)`` int64 on the CPU."""
+        return torch.stack([torch.randint(high, shape, generator=g) for g in self.cpu])

@@ -1,0 +1,217 @@
+"""Digital corruptions: brightness, contrast, saturate, pixelate, JPEG, elastic transform."""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ._ops import gaussian_filter, round_levels_u8
+from ._registry import register
+
+
+@register("brightness", "digital")
+def brightness(x, p, draws):
+    """HSV value ``V <- clip(V + shift)`` (IN l. 497-505). With hue and saturation fixed, the
+    HSV round trip scales every channel by V'/V (grey V' where V = 0), which is what we compute."""
+    v = x.amax(dim=1, keepdim=True)
+    v2 = (v + p.shift).clamp(0, 1)
+    scaled = x * (v2 / torch.where(v > 0, v, torch.ones_like(v)))
+    return torch.where(v > 0, scaled, v2.expand_as(x)).clamp(0, 1)
+
+
+@register("saturate", "digital")
+def saturate(x, p, draws):
+    """HSV saturation ``S <- clip(S * factor + shift)`` (IN l. 508-516), in closed form.
+
+    For hue and value fixed, a channel c becomes ``V - (V - c) * V S' / (V - min)``. Grey pixels
+    have hue 0 in skimage, so a raised saturation turns them red: (V, V (1 - S'), V (1 - S')).
+    """
+    v = x.amax(dim=1, keepdim=True)
+    mn = x.amin(dim=1, keepdim=True)
+    delta = v - mn
+    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
+    s2 = (s * p.factor + p.shift).clamp(0, 1)
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    coloured = v - (v - x) * (v * s2 / safe)
+    red = torch.tensor([0.0, 1.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    grey = v * (1 - s2 * red)
+    return torch.where(delta > 0, coloured, grey).clamp(0, 1)
+
+
+@register("contrast", "digital")
+def contrast(x, p, draws):
+    """``(x - m) * factor + m`` with m the per-image, per-channel mean (IN l. 489-494)."""
+    xd = x.double()
+    m = xd.mean(dim=(2, 3), keepdim=True)
+    return ((xd - m) * p.factor + m).clamp(0, 1).to(x.dtype)
+
+
+# ------------------------------------------------------------------------------------- pixelate
+
+_PIL_BITS = 22  # Pillow's Resample.c PRECISION_BITS = 32 - 8 - 2 for 8-bit images
+
+
+@functools.lru_cache(maxsize=64)
+def _box_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's BOX resampling coefficients (precompute_coeffs + normalize_coeffs_8bpc) as
+    (n_out, T) source indices and integer weights in units of 2**-22."""
+    scale = n_in / n_out
+    fscale = max(scale, 1.0)
+    support = 0.5 * fscale
+    rows = []
+    for o in range(n_out):
+        center = (o + 0.5) * scale
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), n_in)
+        ks = [1.0 if -0.5 < (j - center + 0.5) / fscale <= 0.5 else 0.0 for j in range(lo, hi)]
+        tot = sum(ks)
+        ks = [k / tot for k in ks]
+        rows.append([(j, int(math.floor(0.5 + k * (1 << _PIL_BITS)))) for j, k in zip(range(lo, hi), ks, strict=True)])
+    t = max(len(r) for r in rows)
+    idx = np.zeros((n_out, t), dtype=np.int64)
+    wt = np.zeros((n_out, t), dtype=np.int64)
+    for o, r in enumerate(rows):
+        for k, (j, v) in enumerate(r):
+            idx[o, k], wt[o, k] = j, v
+    return idx, wt
+
+
+def _pil_box_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
+    """One Pillow BOX pass along ``dim`` of an int64 tensor of 8-bit levels, exactly."""
+    idx, wt = _box_taps(x.shape[dim], n_out)
+    acc = torch.full((), 1 << (_PIL_BITS - 1), dtype=torch.int64, device=x.device)
+    for t in range(idx.shape[1]):
+        src = x.index_select(dim, torch.as_tensor(idx[:, t], device=x.device))
+        shape = [1] * x.dim()
+        shape[dim] = n_out
+        acc = acc + src * torch.as_tensor(wt[:, t], device=x.device).view(shape)
+    return (acc >> _PIL_BITS).clamp(0, 255)
+
+
+@register("pixelate", "digital")
+def pixelate(x, p, draws):
+    """PIL ``resize((int(W f), int(H f)), BOX)`` then back to (W, H) with BOX (IN l. 529-535).
+
+    Pillow's integer arithmetic is reproduced: horizontal pass, rounding to 8 bits, vertical pass.
+    Upsampling with BOX picks the one source pixel whose centre is nearest (as NEAREST does).
+    """
+    h, w = x.shape[-2:]
+    sh, sw = int(h * p.factor), int(w * p.factor)
+    q = round_levels_u8(x).long()
+    q = _pil_box_axis(q, sw, 3)
+    q = _pil_box_axis(q, sh, 2)
+    q = _pil_box_axis(q, w, 3)
+    q = _pil_box_axis(q, h, 2)
+    return q.to(x.dtype) / 255
+
+
+# ----------------------------------------------------------------------------------------- JPEG
+
+_JPEG_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _JPEG_POOL
+    if _JPEG_POOL is None:
+        _JPEG_POOL = ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()))
+    return _JPEG_POOL
+
+
+def jpeg_roundtrip_u8(images: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode each uint8 (H, W, 3) image with PIL at ``quality`` (4:2:0, baseline),
+    in a thread pool (libjpeg releases the GIL)."""
+
+    def one(a: np.ndarray) -> np.ndarray:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, "JPEG", quality=int(quality))
+        buf.seek(0)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    if len(images) <= 1:
+        return np.stack([one(a) for a in images]) if len(images) else images
+    return np.stack(list(_pool().map(one, images)))
+
+
+def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip of a (N, 3, H, W) float batch through PIL on the CPU; same device back."""
+    u8 = round_levels_u8(x).permute(0, 2, 3, 1).cpu().numpy()
+    out = torch.from_numpy(jpeg_roundtrip_u8(np.ascontiguousarray(u8), quality))
+    return out.permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype) / 255
+
+
+@register("jpeg_compression", "digital")
+def jpeg_compression(x, p, draws):
+    """A real JPEG encode/decode at the table's quality with PIL defaults (IN l. 519-526)."""
+    return jpeg_roundtrip(x, int(p.quality))
+
+
+# -------------------------------------------------------------------------------------- elastic
+
+
+def _sample_elastic(d, h, w, p):
+    a = float(p.affine)
+    # Reference order: the affine jitter (3, 2) as float32, then dx, then dy (IN l. 545-560).
+    jitter = d.scalars(-a, a, 3, 2).float().double()
+    return {"jitter": jitter, "dx": d.uniform(h, w, dtype=torch.float64),
+            "dy": d.uniform(h, w, dtype=torch.float64)}
+
+
+def affine_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """cv2.getAffineTransform: the 2x3 matrix mapping three (x, y) points ``src`` onto ``dst``."""
+    a = np.concatenate([src, np.ones((3, 1))], axis=1)
+    return np.linalg.solve(a, dst).T
+
+
+def warp_affine_reflect101(x: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
+    """cv2.warpAffine(img, M, (W, H), INTER_LINEAR, BORDER_REFLECT_101) per image.
+
+    ``dst(x, y) = src(M^-1 (x, y))``; OpenCV rounds source coordinates to 1/32 pixel (INTER_BITS),
+    which we do too. Reflection about the border pixels' centres is grid_sample's 'reflection'
+    with ``align_corners=True``.
+    """
+    n, c, h, w = x.shape
+    inv = np.stack([np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2] for m in mats])
+    inv_t = torch.as_tensor(inv, dtype=torch.float64, device=x.device)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=x.device),
+                            torch.arange(w, dtype=torch.float64, device=x.device), indexing="ij")
+    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
+    src = torch.einsum("nij,hwj->nhwi", inv_t, pts)
+    src = torch.round(src * 32) / 32
+    grid = torch.stack([src[..., 0] / max(w - 1, 1) * 2 - 1, src[..., 1] / max(h - 1, 1) * 2 - 1], dim=-1)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+
+
+@register("elastic_transform", "digital", sample=_sample_elastic)
+def elastic_transform(x, p, draws):
+    """Elastic transform of ImageNet-C (IN l. 539-568): a random affine warp (corner points jittered
+    by U(-affine, affine)), then bilinear resampling along a smooth random displacement field
+    ``alpha * gaussian(U(-1, 1), sigma, mode='reflect', truncate=3)`` (scipy's 'reflect' border)."""
+    n, c, h, w = x.shape
+    center = np.array([h // 2, w // 2], dtype=np.float64)
+    sq = min(h, w) // 3
+    pts1 = np.array([center + sq, [center[0] + sq, center[1] - sq], center - sq], dtype=np.float32)
+    pts1 = pts1.astype(np.float64)
+    jit = draws["jitter"].numpy()
+    mats = np.stack([affine_from_points(pts1, (pts1.astype(np.float32) + jit[i].astype(np.float32))
+                                        .astype(np.float64)) for i in range(n)])
+    y = warp_affine_reflect101(x, mats)
+    sigma, alpha = float(p.sigma), float(p.alpha)
+    if alpha == 0:
+        return y.clamp(0, 1)
+    dx = (gaussian_filter(2 * draws["dx"] - 1, sigma, "symmetric", truncate=3) * alpha).float()
+    dy = (gaussian_filter(2 * draws["dy"] - 1, sigma, "symmetric", truncate=3) * alpha).float()
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=torch.float64),
+                            torch.arange(w, device=x.device, dtype=torch.float64), indexing="ij")
+    sx = xs + dx.double()
+    sy = ys + dy.double()
+    # map_coordinates(order=1, mode='reflect') == grid_sample 'reflection' with align_corners=False
+    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], dim=-1)
+    return F.grid_sample(y, grid.to(x.dtype), mode="bilinear", padding_mode="reflection",
+                         align_corners=False).clamp(0, 1)

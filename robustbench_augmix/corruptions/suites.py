@@ -1,0 +1,173 @@
+"""Suite tables: the parameter tables of the -C benchmarks, loaded from ``corruptions/*.toml``.
+
+Each suite file names its native image size, the generator script it follows and, per corruption,
+the parameter tuple of every severity with the source line it comes from. The files ship inside
+the wheel as ``robustbench_augmix._tables``; a source checkout reads them from ``corruptions/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.resources
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FAMILIES = ("noise", "blur", "weather", "digital")
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+class Params(Mapping):
+    """The parameters of one (suite, corruption, severity) cell: named values and constants,
+    readable as ``p.sigma`` or ``p["sigma"]``, plus the suite's id and native ``image_size``."""
+
+    __slots__ = ("_values", "image_size", "suite")
+
+    def __init__(self, values: Mapping[str, float], image_size: int, suite: str) -> None:
+        object.__setattr__(self, "_values", MappingProxyType(dict(values)))
+        object.__setattr__(self, "image_size", image_size)
+        object.__setattr__(self, "suite", suite)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Params is read-only")
+
+    def __getitem__(self, key: str) -> float:
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> float:
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no parameter {key!r}; have {list(self._values)}") from None
+
+    def __repr__(self) -> str:
+        return f"Params({dict(self._values)}, suite={self.suite!r})"
+
+
+@dataclass(frozen=True)
+class CorruptionSpec:
+    name: str
+    family: str
+    extra: bool
+    param_names: tuple[str, ...]
+    severities: tuple[tuple[float, ...], ...]
+    source: str
+    constants: Mapping[str, float] = field(default_factory=dict)
+    alexnet_error: tuple[float, ...] | None = None
+
+    def params(self, severity: int, suite: Suite) -> Params:
+        values = dict(zip(self.param_names, self.severities[severity - 1], strict=True))
+        values.update(self.constants)
+        return Params(values, suite.image_size, suite.id)
+
+
+@dataclass(frozen=True)
+class Suite:
+    id: str
+    name: str
+    image_size: int
+    layout: str
+    generator: str
+    corruptions: Mapping[str, CorruptionSpec]
+    meta: Mapping[str, Any]
+    baseline: Mapping[str, Any] | None
+    table_hash: str
+
+    def names(self, extra: bool = False) -> list[str]:
+        return [n for n, c in self.corruptions.items() if extra or not c.extra]
+
+    @property
+    def jpeg_quality(self) -> int | None:
+        return self.meta.get("jpeg_quality")
+
+
+def _table_files() -> dict[str, Any]:
+    """Map suite id -> a readable file (a Path in a checkout, a Traversable in a wheel)."""
+    checkout = Path(__file__).resolve().parents[2] / "corruptions"
+    if checkout.is_dir() and any(checkout.glob("*.toml")):
+        root: Any = checkout
+    else:
+        root = importlib.resources.files("robustbench_augmix._tables")
+    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def _parse_corruption(name: str, raw: Mapping[str, Any], where: str) -> CorruptionSpec:
+    required = ("family", "params", "severity", "source")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ValueError(f"{where}: corruption '{name}' lacks {missing}")
+    if raw["family"] not in FAMILIES:
+        raise ValueError(f"{where}: corruption '{name}' has family {raw['family']!r}, not one of {FAMILIES}")
+    sev = tuple(tuple(float(v) for v in row) for row in raw["severity"])
+    if len(sev) != 5 or any(len(row) != len(raw["params"]) for row in sev):
+        raise ValueError(f"{where}: corruption '{name}' needs 5 severities of {len(raw['params'])} values")
+    alex = raw.get("alexnet_error")
+    return CorruptionSpec(
+        name=name,
+        family=raw["family"],
+        extra=bool(raw.get("extra", False)),
+        param_names=tuple(raw["params"]),
+        severities=sev,
+        source=raw["source"],
+        constants=MappingProxyType(dict(raw.get("constants", {}))),
+        alexnet_error=tuple(float(v) for v in alex) if alex is not None else None,
+    )
+
+
+@functools.cache
+def _raw_tables() -> dict[str, dict[str, Any]]:
+    return {sid: tomllib.loads(f.read_text(encoding="utf-8")) for sid, f in _table_files().items()}
+
+
+@functools.cache
+def load_suite(suite_id: str) -> Suite:
+    raw_all = _raw_tables()
+    if suite_id not in raw_all:
+        raise ValueError(f"unknown suite {suite_id!r}; accepted: {', '.join(sorted(raw_all))}")
+    raw = raw_all[suite_id]
+    head = raw["suite"]
+    body = raw
+    if "based_on" in head:
+        body = raw_all[head["based_on"]]
+    corr = {
+        name: _parse_corruption(name, spec, f"corruptions/{suite_id}.toml")
+        for name, spec in body.get("corruptions", {}).items()
+    }
+    canonical = json.dumps({"suite": head, "corruptions": body.get("corruptions", {})}, sort_keys=True)
+    return Suite(
+        id=head["id"],
+        name=head["name"],
+        image_size=int(head["image_size"]),
+        layout=head["layout"],
+        generator=head["generator"],
+        corruptions=MappingProxyType(corr),
+        meta=MappingProxyType(dict(head)),
+        baseline=MappingProxyType(dict(raw["baseline"])) if "baseline" in raw else None,
+        table_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+    )
+
+
+def suites() -> list[str]:
+    """The ids of all suites, e.g. ``['cifar10-c', 'cifar100-c', 'imagenet-c', 'tinyimagenet-c']``."""
+    return sorted(_raw_tables())
+
+
+def corruption_names(suite: str = "imagenet-c", extra: bool = False) -> list[str]:
+    """The corruptions of a suite in the benchmark's order; ``extra=True`` appends the 4 extra ones."""
+    return load_suite(suite).names(extra=extra)
