@@ -101,6 +101,8 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
     s = load_suite(suite)
     _check_name(corruption, s)
     severity = _check_severity(severity)
+    if corruption not in REGISTRY:
+        raise NotImplementedError(f"{corruption!r} is in the {s.id} table but has no kernel in this version yet")
 
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
@@ -110,7 +112,7 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
             images = np.repeat(images[:, :, None], 3, axis=2)
         if images.ndim != 3 or images.shape[2] != 3:
             raise ValueError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(np.array(images, copy=True)).permute(2, 0, 1)[None].float() / 255
         y = apply(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, 1))
         return to_uint8(y)[0].permute(1, 2, 0).numpy()
 
