@@ -1,0 +1,165 @@
+"""rb-corrupt: generate a corrupted suite in the official layouts, or a gallery picture."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+EXAMPLES = """examples:
+  rb-corrupt --gallery gallery.png                       # every corruption x severity on a sample photo
+  rb-corrupt --suite cifar10-c --data ~/data/cifar10 --out ~/data/CIFAR-10-C
+  rb-corrupt --suite imagenet-c --data /datasets/imagenet/val --out /datasets/ImageNet-C --shard 0/4
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="rb-corrupt", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="imagenet-c", help="suite table (see --list)")
+    ap.add_argument("--data", help="clean source: the folder holding cifar-10-batches-py/ or cifar-100-python/, "
+                    "or an ImageFolder tree root/<class>/<image>")
+    ap.add_argument("--out", help="output folder")
+    ap.add_argument("--corruptions", help="comma-separated names (default: the 15 benchmark ones)")
+    ap.add_argument("--extra", action="store_true", help="also the 4 extra corruptions")
+    ap.add_argument("--severities", default="1,2,3,4,5")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--workers", type=int, default=None, help="CPU threads for the kernels (default: all cores)")
+    ap.add_argument("--shard", default=None, help="i/n: this process does part i of n (default: torchrun's rank)")
+    ap.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                    help="a source image that cannot be read: stop (default) or skip it and report it")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N clean images")
+    ap.add_argument("--frost-dir", help="folder with the reference frost textures frost1.png ... frost6.jpg")
+    ap.add_argument("--gallery", metavar="PNG", help="write one picture of every corruption x severity and exit")
+    ap.add_argument("--image", help="the image for --gallery (default: a sample photograph from scikit-learn)")
+    ap.add_argument("--list", action="store_true", help="list suites and corruptions and exit")
+    return ap.parse_args(argv)
+
+
+def _fail(console: Console, msg: str) -> int:
+    console.print(f"[bold red]rb-corrupt:[/] {msg}")
+    return 2
+
+
+def _shard(spec: str | None) -> tuple[int, int]:
+    import os
+
+    if spec is None:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return 0, 1
+    try:
+        i, n = (int(v) for v in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {spec}: need 0 <= i < n")
+    return i, n
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=True)
+    import torch
+
+    from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir, suites
+    from ..data.sources import SourceImageError
+
+    if args.workers:
+        torch.set_num_threads(args.workers)
+    if args.frost_dir:
+        set_frost_dir(args.frost_dir)
+    try:
+        suite = load_suite(args.suite)
+    except ValueError as e:
+        return _fail(console, str(e))
+
+    if args.list:
+        t = Table(title="suites")
+        for c in ("suite", "size", "layout", "corruptions (extra in brackets)"):
+            t.add_column(c)
+        for sid in suites():
+            s = load_suite(sid)
+            t.add_row(sid, str(s.image_size), s.layout,
+                      ", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True)))
+        Console().print(t)
+        return 0
+
+    if args.gallery:
+        from PIL import Image
+
+        from ..gallery import make_gallery
+
+        try:
+            img = Image.open(args.image) if args.image else None
+        except OSError as e:
+            return _fail(console, f"--image {args.image}: cannot read it ({e})")
+        pic, notes = make_gallery(img, suite=suite.id, seed=args.seed)
+        pic.save(args.gallery)
+        for n in notes:
+            console.print(f"[yellow]left out[/] {n}")
+        print(f"wrote {args.gallery}: {suite.name}, {pic.size[0]}x{pic.size[1]} px, "
+              f"clean + severities 1-5 for each corruption (seed {args.seed})")
+        return 0
+
+    if not args.data or not args.out:
+        return _fail(console, "give --data (the clean source) and --out (where to write), or --gallery PNG")
+    names = [n.strip() for n in args.corruptions.split(",")] if args.corruptions else suite.names(extra=args.extra)
+    try:
+        sevs = [int(v) for v in args.severities.split(",")]
+        if not sevs or any(v not in (1, 2, 3, 4, 5) for v in sevs):
+            raise ValueError
+    except ValueError:
+        return _fail(console, f"--severities must be comma-separated integers in 1..5, got {args.severities!r}")
+
+    from ..generate import Generator, Plan, RunConfigMismatch
+
+    try:
+        plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=names, severities=sevs,
+                    seed=args.seed, batch_size=args.batch_size, device=args.device, shard=_shard(args.shard),
+                    on_error=args.on_error, limit=args.limit)
+        gen = Generator(plan)
+    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+        return _fail(console, str(e))
+
+    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
+    try:
+        with Progress(*cols, console=console, transient=False) as prog:
+            task = prog.add_task(f"{suite.id} {plan.shard[0]}/{plan.shard[1]}", total=gen.total_images(), rate="-")
+            import time
+
+            t0 = time.perf_counter()
+
+            def tick(n: int) -> None:
+                prog.advance(task, n)
+                done = prog.tasks[task].completed
+                prog.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}")
+
+            gen.progress = tick
+            summary = gen.run()
+    except (RunConfigMismatch, FrostTexturesMissing, SourceImageError) as e:
+        return _fail(console, str(e))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished files are kept; run the same command again to resume")
+        return 130
+
+    t = Table(title=f"rb-corrupt {suite.id} -> {Path(args.out)}")
+    for c in ("units run", "already done", "seconds", "skipped images", "manifest"):
+        t.add_column(c)
+    t.add_row(str(summary["units_run"]), str(summary["units_already_done"]), f"{summary['seconds']:.1f}",
+              str(len(summary["skipped_images"])), summary["manifest"] or "(other shards still running)")
+    Console().print(t)
+    for s in summary["skipped_images"]:
+        console.print(f"[yellow]skipped[/] {s}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
