@@ -45,43 +45,10 @@ def to_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def reference():
-    """bethgelab/imagecorruptions 1.1.2 (the PyPI build of the ImageNet-C generator), with the
-    shims it needs on current libraries: pkg_resources (gone on Python 3.12 / new setuptools),
-    skimage.filters.gaussian(multichannel=) (removed in scikit-image 0.20) and np.float_ (NumPy 2)."""
-    import importlib.util
-    import sys
-    import types
+    """bethgelab/imagecorruptions 1.1.2, the PyPI build of the ImageNet-C generator (shimmed)."""
+    from robustbench_augmix._reference import load_reference
 
-    if importlib.util.find_spec("imagecorruptions") is None:
-        pytest.skip("the reference package is not installed (pip install -e '.[dev]')")
-    import skimage.filters
-
-    if "pkg_resources" not in sys.modules:
-        try:
-            import pkg_resources  # noqa: F401
-        except ImportError:
-            shim = types.ModuleType("pkg_resources")
-
-            def resource_filename(package, path):
-                spec = importlib.util.find_spec(package)
-                return os.path.join(os.path.dirname(spec.origin), path)
-
-            shim.resource_filename = resource_filename
-            sys.modules["pkg_resources"] = shim
-    if not getattr(skimage.filters.gaussian, "_rba_shim", False):
-        orig = skimage.filters.gaussian
-
-        def gaussian(image, sigma=1, *args, multichannel=None, **kw):
-            if multichannel:
-                kw["channel_axis"] = -1
-            return orig(image, sigma, *args, **kw)
-
-        gaussian._rba_shim = True
-        skimage.filters.gaussian = gaussian
-    if not hasattr(np, "float_"):
-        np.float_ = np.float64
-    import imagecorruptions
-    import imagecorruptions.corruptions as ic
-
-    ic.gaussian = skimage.filters.gaussian
-    return imagecorruptions
+    try:
+        return load_reference()
+    except ImportError as e:
+        pytest.skip(str(e))
