@@ -60,7 +60,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
             for sev in severities:
                 seeds = [image_seed(0, suite, name, sev, i) for i in range(b)]
 
-                def run(sev=sev, seeds=seeds):
+                def run(sev=sev, seeds=seeds, x=x, name=name):
                     apply(x, name, sev, suite=suite, seeds=seeds)
                     if device != "cpu":
                         torch.cuda.synchronize()
@@ -71,7 +71,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
             if ref is not None:
                 theirs = 0.0
                 for sev in severities:
-                    theirs += _timeit(lambda sev=sev: ref.corrupt(imgs[0], severity=sev, corruption_name=name),
+                    theirs += _timeit(lambda sev=sev, img=imgs[0], name=name: ref.corrupt(img, severity=sev, corruption_name=name),
                                       min_time, min_calls=1, max_calls=100)
                 theirs /= len(severities)
             row = {"corruption": name, "size": size, "extra": s.corruptions[name].extra,

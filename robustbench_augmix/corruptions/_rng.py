@@ -52,7 +52,7 @@ class Draws:
     def _field(self, fn, shape, dtype, **kw) -> torch.Tensor:
         out = torch.empty((len(self), *shape), dtype=dtype, device=self.device)
         for i, g in enumerate(self._field_gens):
-            out[i] = fn(size=shape, generator=g, dtype=dtype, device=self.device, **kw)
+            fn(shape, generator=g, out=out[i], **kw)  # in place: no copy of the field
         return out
 
     def normal(self, *shape: int, dtype=torch.float32) -> torch.Tensor:

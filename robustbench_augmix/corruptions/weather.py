@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -63,10 +65,11 @@ def frost(x, p, draws):
 
 
 def _fog_mapsize(p, h, w) -> int:
-    m = int(p.mapsize)
-    while m < max(h, w):  # larger images: the next power of two that covers them
-        m *= 2
-    return m
+    """The table's map size at the suite's native size; at other sizes the map scales with the image
+    (next power of two of ``mapsize * size / native``, and at least covering the image)."""
+    side = max(h, w)
+    want = max(math.ceil(p.mapsize * side / p.image_size), side)
+    return 1 << (want - 1).bit_length()
 
 
 def _sample_fog(d, h, w, p):
