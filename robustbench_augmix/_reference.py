@@ -43,7 +43,7 @@ def load_reference():
         gaussian._rba_shim = True
         skimage.filters.gaussian = gaussian
     if not hasattr(np, "float_"):
-        np.float64 = np.float64
+        setattr(np, "float_", np.float64)  # noqa: B010 - spelled so that NumPy-2 fixers leave it alone
     import imagecorruptions
     import imagecorruptions.corruptions as ic
 

@@ -71,7 +71,8 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
             if ref is not None:
                 theirs = 0.0
                 for sev in severities:
-                    theirs += _timeit(lambda sev=sev, img=imgs[0], name=name: ref.corrupt(img, severity=sev, corruption_name=name),
+                    theirs += _timeit(lambda sev=sev, img=imgs[0], name=name: ref.corrupt(
+                        img, severity=sev, corruption_name=name),
                                       min_time, min_calls=1, max_calls=100)
                 theirs /= len(severities)
             row = {"corruption": name, "size": size, "extra": s.corruptions[name].extra,
