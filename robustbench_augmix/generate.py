@@ -77,6 +77,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    """``np.save`` through a closed-before-rename file handle (used with :func:`atomic_write`)."""
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
 def _json_dump(path: Path, obj) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True)))
 
@@ -167,14 +173,14 @@ class Generator:
                 idx = list(range(a, min(a + bs, n)))
                 arr[si * n + a : si * n + idx[-1] + 1] = self._corrupt(self.source.images[idx], idx, c, s)
                 self.progress(len(idx))
-        atomic_write(target, lambda p: np.save(open(p, "wb"), arr))
+        atomic_write(target, lambda p: _save_npy(p, arr))
         return {target.name: _sha256(target)}
 
     def _write_labels(self) -> None:
         target = self.out / "labels.npy"
         labels = np.tile(self.source.labels[: self.n], len(self.plan.severities)).astype(np.uint8)
         if not target.exists():
-            atomic_write(target, lambda p: np.save(open(p, "wb"), labels))
+            atomic_write(target, lambda p: _save_npy(p, labels))
 
     def _jpeg_path(self, c: str, s: int, i: int) -> Path:
         rel = Path(self.source.relpath(i))

@@ -206,11 +206,11 @@ def elastic_transform(x, p, draws):
     n, c, h, w = x.shape
     center = np.array([h // 2, w // 2], dtype=np.float64)
     sq = min(h, w) // 3
+    # The script builds both point sets in float32 (IN l. 545-552); the solve is float64.
     pts1 = np.array([center + sq, [center[0] + sq, center[1] - sq], center - sq], dtype=np.float32)
-    pts1 = pts1.astype(np.float64)
-    jit = draws["jitter"].numpy()
-    mats = np.stack([affine_from_points(pts1, (pts1.astype(np.float32) + jit[i].astype(np.float32))
-                                        .astype(np.float64)) for i in range(n)])
+    jit = draws["jitter"].numpy().astype(np.float32)
+    mats = np.stack([affine_from_points(pts1.astype(np.float64), (pts1 + jit[i]).astype(np.float64))
+                     for i in range(n)])
     y = warp_affine_reflect101(x, mats)
     sigma, alpha = float(p.sigma), float(p.alpha)
     if alpha == 0:
