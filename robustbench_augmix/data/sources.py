@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,46 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 class SourceImageError(ValueError):
     """A source image could not be read (truncated, corrupt, unsupported)."""
+
+
+class DatasetMissing(FileNotFoundError):
+    """A dataset is not where it was looked for (and could not be downloaded)."""
+
+
+# The archives torchvision's CIFAR10/CIFAR100 datasets download, with the md5 sums torchvision checks
+# (torchvision/datasets/cifar.py); the extracted layout is the same as torchvision's.
+CIFAR = {
+    "cifar10": {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "md5": "c58f30108f718f92721af3b95e74349a", "sub": "cifar-10-batches-py", "file": "test_batch",
+                "key": b"labels"},
+    "cifar100": {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "md5": "eb9058c3a382ffc7106e4002c42a8d85", "sub": "cifar-100-python", "file": "test",
+                 "key": b"fine_labels"},
+}
+
+
+def data_cache_dir() -> Path:
+    """``$RBA_CACHE/data`` (default ``~/.cache/robustbench_augmix/data``, honouring ``XDG_CACHE_HOME``)."""
+    base = os.environ.get("RBA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "robustbench_augmix")
+    return Path(base) / "data"
+
+
+def download_cifar(dataset: str, root: Path) -> None:
+    """Fetch and extract the CIFAR archive into ``root`` unless its test split is already there."""
+    info = CIFAR[dataset]
+    if (root / info["sub"] / info["file"]).is_file():
+        return
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(info["url"], str(root), md5=info["md5"])
+    except Exception as e:  # offline, proxy, checksum: all end the same way for the user
+        raise DatasetMissing(
+            f"{dataset} is not in {root} and could not be downloaded from {info['url']} ({type(e).__name__}: {e}). "
+            f"Pass --data with the folder that holds {info['sub']}/ (torchvision's layout), or put "
+            f"{info['url'].rsplit('/', 1)[1]} (md5 {info['md5']}) into {root} and run again."
+        ) from e
 
 
 def _load_pickle(path: Path) -> dict:
@@ -32,18 +75,21 @@ class CifarSource:
     dataset: str
 
     @classmethod
-    def open(cls, path: str | Path, dataset: str) -> CifarSource:
+    def open(cls, path: str | Path | None, dataset: str, download: bool = True) -> CifarSource:
+        """Open the test split under ``path``; with ``path=None``, under the user cache, downloading it
+        there (checksummed) on first use."""
+        if path is None:
+            path = data_cache_dir()
+            if download:
+                download_cifar(dataset, path)
         path = Path(path).expanduser()
-        sub, fname, key = {
-            "cifar10": ("cifar-10-batches-py", "test_batch", b"labels"),
-            "cifar100": ("cifar-100-python", "test", b"fine_labels"),
-        }[dataset]
+        sub, fname, key = CIFAR[dataset]["sub"], CIFAR[dataset]["file"], CIFAR[dataset]["key"]
         for cand in (path / sub / fname, path / fname):
             if cand.is_file():
                 d = _load_pickle(cand)
                 imgs = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
                 return cls(cand.parent, np.ascontiguousarray(imgs), np.asarray(d[key], dtype=np.int64), dataset)
-        raise FileNotFoundError(
+        raise DatasetMissing(
             f"no {dataset} test split under {path}: expected {path / sub / fname} (the python version of the "
             f"dataset, as torchvision downloads it). Point --data at the folder that holds {sub}/."
         )
@@ -75,7 +121,7 @@ class ImageFolderSource:
     def open(cls, path: str | Path, size: int, resize_crop: bool) -> ImageFolderSource:
         root = Path(path).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"--data {root} is not a folder; pass an ImageFolder tree root/<class>/<image>")
+            raise DatasetMissing(f"--data {root} is not a folder; pass an ImageFolder tree root/<class>/<image>")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
         files = [
             (str(f.relative_to(root)), ci)
@@ -84,7 +130,7 @@ class ImageFolderSource:
             if f.is_file() and f.suffix.lower() in IMG_EXTENSIONS
         ]
         if not files:
-            raise FileNotFoundError(f"no images under {root}/<class>/ (extensions {', '.join(IMG_EXTENSIONS)})")
+            raise DatasetMissing(f"no images under {root}/<class>/ (extensions {', '.join(IMG_EXTENSIONS)})")
         return cls(root, classes, files, size, resize_crop)
 
     def __len__(self) -> int:
@@ -131,3 +177,84 @@ def open_source(path: str | Path, suite) -> CifarSource | ImageFolderSource:
     if suite.layout == "npy":
         return CifarSource.open(path, suite.meta["dataset"])
     return ImageFolderSource.open(path, suite.image_size, resize_crop=suite.id == "imagenet-c")
+
+
+# ------------------------------------------------------------------------------ official -C sets
+class OfficialNpySource:
+    """A CIFAR-10-C / CIFAR-100-C folder: ``<corruption>.npy`` uint8 ``(S*N, 32, 32, 3)``, severity-major,
+    and ``labels.npy``; memory-mapped, so only the images asked for are read. Severities are 1..5 unless
+    a ``manifest.json`` written by ``rb-corrupt`` names a subset."""
+
+    def __init__(self, root: str | Path, corruptions: Sequence[str], severities: Sequence[int]) -> None:
+        self.root = Path(root).expanduser()
+        if not (self.root / "labels.npy").is_file():
+            raise DatasetMissing(f"{self.root} has no labels.npy; --source official needs a CIFAR-10-C style "
+                                 "folder (<corruption>.npy + labels.npy), e.g. one written by rb-corrupt")
+        manifest = self.root / "manifest.json"
+        self.file_severities = (list(json.loads(manifest.read_text())["severities"]) if manifest.is_file()
+                                else [1, 2, 3, 4, 5])
+        missing = [f"{c}.npy" for c in corruptions if not (self.root / f"{c}.npy").is_file()]
+        absent = [s for s in severities if s not in self.file_severities]
+        if missing or absent:
+            raise DatasetMissing(
+                f"{self.root} lacks {', '.join(missing) or ''}{' and ' if missing and absent else ''}"
+                f"{'severities ' + str(absent) if absent else ''}; generate them with rb-corrupt, or leave them "
+                "out with --corruptions/--severities")
+        all_labels = np.load(self.root / "labels.npy")
+        self.n = len(all_labels) // len(self.file_severities)
+        self.labels = np.asarray(all_labels[: self.n], dtype=np.int64)
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, corruption: str, severity: int, i: int) -> np.ndarray:
+        arr = self._arrays.get(corruption)
+        if arr is None:
+            arr = self._arrays[corruption] = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
+            if arr.shape[0] != self.n * len(self.file_severities):
+                raise DatasetMissing(f"{self.root / (corruption + '.npy')} holds {arr.shape[0]} images, expected "
+                                     f"{self.n * len(self.file_severities)} (labels.npy); the file is incomplete")
+        return np.asarray(arr[self.file_severities.index(severity) * self.n + i])
+
+
+class OfficialFolderSource:
+    """An ImageNet-C / Tiny-ImageNet-C tree ``<corruption>/<severity>/<class>/<file>``, read lazily and
+    not resized (the reference protocol only centre-crops the stored images)."""
+
+    def __init__(self, root: str | Path, corruptions: Sequence[str], severities: Sequence[int]) -> None:
+        self.root = Path(root).expanduser()
+        missing = [f"{c}/{s}" for c in corruptions for s in severities if not (self.root / c / str(s)).is_dir()]
+        if missing:
+            raise DatasetMissing(f"{self.root} lacks {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; "
+                                 "generate them with rb-corrupt, or leave them out with --corruptions/--severities")
+        self.first = self.root / corruptions[0] / str(severities[0])
+        first = ImageFolderSource.open(self.first, 0, False)
+        self.classes, self.files = first.classes, first.files
+        self._cells: dict[tuple[str, int], ImageFolderSource] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([c for _, c in self.files], dtype=np.int64)
+
+    def _cell(self, c: str, s: int) -> ImageFolderSource:
+        src = self._cells.get((c, s))
+        if src is None:
+            src = ImageFolderSource.open(self.root / c / str(s), 0, False)
+            if src.files != self.files:
+                raise DatasetMissing(f"{self.root / c / str(s)} does not hold the same files as "
+                                     f"{self.first}; the folder is incomplete or mixed")
+            self._cells[(c, s)] = src
+        return src
+
+    def read(self, corruption: str, severity: int, i: int) -> np.ndarray:
+        src = self._cell(corruption, severity)
+        path = src.root / src.files[i][0]
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except Exception as e:
+            raise SourceImageError(f"{path}: cannot read image ({e})") from e

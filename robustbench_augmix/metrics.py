@@ -1,0 +1,207 @@
+"""Robustness metrics: pure functions over numpy arrays.
+
+Notation: ``E[c, s]`` is the top-1 error of a model on corruption ``c`` at severity ``s`` (a fraction
+in [0, 1]); ``E_clean`` its clean error; ``A[c, s]``, ``A_clean`` the same for the baseline model
+(AlexNet for ImageNet-C unless another baseline is given).
+
+- Corruption error, CIFAR style (AugMix paper, ``cifar.py:test_c``): ``err_c = mean_s E[c, s]`` and the
+  "mean corruption error" ``mean_c err_c`` over the 15 benchmark corruptions, unnormalised.
+- CE, ImageNet style (Hendrycks & Dietterich 2019, eq. 1): ``CE_c = sum_s E[c, s] / sum_s A[c, s]``;
+  ``mCE = mean_c CE_c``. Relative CE: ``sum_s (E[c, s] - E_clean) / sum_s (A[c, s] - A_clean)``.
+  Reported x100 by convention; the functions here return fractions.
+- RMS calibration error (Hendrycks et al., arXiv 1812.04606 p.16; the Outlier Exposure code
+  ``utils/calibration_tools.py:calib_err``): sort samples by confidence (max softmax), cut them into
+  equal-mass bins of ``bin_size`` consecutive samples (the last bin takes the remainder), and return
+  ``sqrt(sum_b (n_b / N) * (mean conf_b - mean acc_b)^2)``.
+- ECE (Guo et al. 2017): 15 equal-width confidence bins ``(lo, hi]``, ``sum_b (n_b / N) |acc_b - conf_b|``.
+- Bootstrap intervals resample *images* with replacement; every cell of a suite sees the same images,
+  so one resample is applied to all cells at once (a paired bootstrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+Cell = tuple[str, int]
+
+
+def error(correct: np.ndarray) -> float:
+    """Error rate: ``1 - mean(correct)`` over a boolean or 0/1 array."""
+    correct = np.asarray(correct)
+    if correct.size == 0:
+        raise ValueError("error of an empty set of predictions is undefined")
+    return float(1.0 - correct.mean())
+
+
+def corruption_errors(cell_errors: Mapping[Cell, float]) -> dict[str, float]:
+    """``err_c = mean_s E[c, s]`` for every corruption in ``cell_errors`` (keyed ``(c, s)``)."""
+    by: dict[str, list[float]] = {}
+    for (c, _), e in cell_errors.items():
+        by.setdefault(c, []).append(float(e))
+    return {c: float(np.mean(v)) for c, v in by.items()}
+
+
+def mean_corruption_error(cell_errors: Mapping[Cell, float], names: Sequence[str]) -> float:
+    """The AugMix paper's CIFAR metric: mean over ``names`` of the severity-averaged errors."""
+    per = corruption_errors(cell_errors)
+    missing = [c for c in names if c not in per]
+    if missing:
+        raise ValueError(f"no errors for {missing}")
+    return float(np.mean([per[c] for c in names]))
+
+
+def corruption_error(errors: Sequence[float], baseline: Sequence[float]) -> float:
+    """``CE = sum_s E_s / sum_s A_s`` over the same severities (Hendrycks & Dietterich 2019, eq. 1)."""
+    e, a = np.asarray(errors, float), np.asarray(baseline, float)
+    if e.shape != a.shape or e.size == 0:
+        raise ValueError(f"need one baseline error per severity, got {e.size} and {a.size}")
+    return float(e.sum() / a.sum())
+
+
+def relative_corruption_error(errors: Sequence[float], clean: float, baseline: Sequence[float],
+                              baseline_clean: float) -> float:
+    """``sum_s (E_s - E_clean) / sum_s (A_s - A_clean)`` (Hendrycks & Dietterich 2019, sec. 3)."""
+    e, a = np.asarray(errors, float), np.asarray(baseline, float)
+    if e.shape != a.shape or e.size == 0:
+        raise ValueError(f"need one baseline error per severity, got {e.size} and {a.size}")
+    return float((e - clean).sum() / (a - baseline_clean).sum())
+
+
+def mce(cell_errors: Mapping[Cell, float], baseline: Mapping[Cell, float], names: Sequence[str]) -> float:
+    """Mean CE over ``names``; each CE uses the severities present in ``cell_errors``."""
+    return float(np.mean([corruption_error(*_paired(cell_errors, baseline, c)) for c in names]))
+
+
+def relative_mce(cell_errors: Mapping[Cell, float], clean: float, baseline: Mapping[Cell, float],
+                 baseline_clean: float, names: Sequence[str]) -> float:
+    """Mean relative CE over ``names``."""
+    return float(np.mean([
+        relative_corruption_error(e, clean, a, baseline_clean)
+        for e, a in (_paired(cell_errors, baseline, c) for c in names)
+    ]))
+
+
+def _paired(cell_errors, baseline, c: str) -> tuple[list[float], list[float]]:
+    sevs = sorted(s for (cc, s) in cell_errors if cc == c)
+    if not sevs:
+        raise ValueError(f"no errors for {c!r}")
+    missing = [s for s in sevs if (c, s) not in baseline]
+    if missing:
+        raise ValueError(f"the baseline has no error for {c!r} at severities {missing}")
+    return [cell_errors[(c, s)] for s in sevs], [baseline[(c, s)] for s in sevs]
+
+
+# ------------------------------------------------------------------------------------- calibration
+def _binned_gaps(conf: np.ndarray, correct: np.ndarray, weights: np.ndarray | None, bin_size: int,
+                 presorted: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """Equal-mass bins over the confidence-sorted sequence in which sample ``j`` appears ``weights[j]``
+    times (a bootstrap resample). Returns per-bin mass, per-bin (conf - acc) gap, total mass."""
+    order = slice(None) if presorted else np.argsort(conf, kind="stable")
+    c, a = conf[order].astype(np.float64), correct[order].astype(np.float64)
+    w = np.ones_like(c) if weights is None else np.asarray(weights, np.float64)[order]
+    total = w.sum()
+    nb = max(int(total) // bin_size, 1)
+    # Bin edges in positions of the expanded sequence; the last bin takes the remainder.
+    edges = np.minimum(np.arange(nb + 1, dtype=np.float64) * bin_size, total)
+    edges[-1] = total
+    cum_w = np.concatenate([[0.0], np.cumsum(w)])
+    cum_c = np.concatenate([[0.0], np.cumsum(w * c)])
+    cum_a = np.concatenate([[0.0], np.cumsum(w * a)])
+    # Sample j covers positions [cum_w[j], cum_w[j+1]); a sum up to position p is the cumulative sum
+    # of whole samples before p plus the covered part of the sample that straddles p.
+    j = np.clip(np.searchsorted(cum_w, edges, side="right") - 1, 0, len(c) - 1)
+    part = edges - cum_w[j]
+    s_c = cum_c[j] + part * c[j]
+    s_a = cum_a[j] + part * a[j]
+    mass = np.diff(edges)
+    gap = np.diff(s_c - s_a) / np.maximum(mass, 1e-300)
+    return mass, gap, total
+
+
+def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, bin_size: int = 100,
+                          reference_quirk: bool = False, weights: np.ndarray | None = None,
+                          presorted: bool = False) -> float:
+    """RMS calibration error with adaptive equal-mass bins.
+
+    Args:
+        confidence: (N,) max-softmax probabilities.
+        correct: (N,) booleans.
+        bin_size: samples per bin (the reference's ``beta = 100``).
+        reference_quirk: reproduce the reference ``calib_err(..., p='2')`` exactly: it loops over
+            ``range(len(bins) - 1)`` and so never counts the last (most confident) bin while still
+            dividing by N; it returns 0 for ``bin_size <= N < 2 * bin_size`` and fails below. Off by
+            default: the definition counts every bin. Published AugMix / Outlier-Exposure numbers
+            come from the quirky code.
+        weights: optional integer multiplicities (a bootstrap resample), default one per sample.
+        presorted: ``confidence`` is already sorted ascending (skips the sort in bootstrap loops).
+
+    Returns:
+        A fraction in [0, 1] (papers print it x100).
+    """
+    conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct).ravel()
+    if conf.shape != corr.shape or conf.size == 0:
+        raise ValueError(f"confidence and correct must be non-empty and of equal length, got {conf.size}, {corr.size}")
+    mass, gap, total = _binned_gaps(conf, corr, weights, bin_size, presorted)
+    if reference_quirk:
+        if total < bin_size:
+            raise ValueError(f"the reference calib_err fails for fewer than bin_size={bin_size} samples")
+        mass, gap = mass[:-1], gap[:-1]
+    return float(np.sqrt(np.sum(mass / total * gap**2)))
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """ECE with ``n_bins`` equal-width bins ``(k/n, (k+1)/n]`` (Guo et al. 2017)."""
+    conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct, np.float64).ravel()
+    if conf.shape != corr.shape or conf.size == 0:
+        raise ValueError("confidence and correct must be non-empty and of equal length")
+    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    gap = np.bincount(b, weights=conf - corr, minlength=n_bins)
+    return float(np.abs(gap).sum() / conf.size)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood ``-mean_i log softmax(logits_i)[label_i]``.
+
+    Args:
+        logits: (N, K) unnormalised scores.
+        labels: (N,) class indices.
+    """
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(z)), np.asarray(labels)].mean())
+
+
+# ------------------------------------------------------------------------------------- bootstrap
+def bootstrap_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) int32 multiplicities: each row resamples ``n`` images with replacement."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, n), np.int32)
+    for b in range(n_boot):
+        out[b] = np.bincount(rng.integers(0, n, n), minlength=n)
+    return out
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], float], weights: np.ndarray,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``statistic(w)`` over the rows ``w`` of ``weights``."""
+    vals = np.array([statistic(w) for w in weights], np.float64)
+    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def linear_error_interval(correct: np.ndarray, coef: np.ndarray, offset: float, weights: np.ndarray,
+                          level: float = 0.95) -> tuple[float, float]:
+    """Interval of a statistic linear in cell errors, ``offset - sum_k coef_k * acc_k(w)``.
+
+    Args:
+        correct: (K, N) correctness of K cells on the same N images.
+        coef: (K,) weight of each cell's accuracy.
+        weights: (B, N) bootstrap multiplicities.
+    """
+    v = coef.astype(np.float64) @ np.asarray(correct, np.float64)   # (N,) per-image contribution
+    vals = offset - (weights @ v) / correct.shape[1]
+    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
