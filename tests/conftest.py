@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +54,36 @@ def reference():
         return load_reference()
     except ImportError as e:
         pytest.skip(str(e))
+
+
+def write_cifar(root: Path, imgs: np.ndarray, labels, dataset: str = "cifar10") -> Path:
+    """Write uint8 (N, 32, 32, 3) images as the CIFAR test split in torchvision's python-pickle layout."""
+    sub, fname, key = {"cifar10": ("cifar-10-batches-py", "test_batch", b"labels"),
+                       "cifar100": ("cifar-100-python", "test", b"fine_labels")}[dataset]
+    d = root / sub
+    d.mkdir(parents=True, exist_ok=True)
+    data = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1)
+    with open(d / fname, "wb") as f:
+        pickle.dump({b"data": data, key: [int(v) for v in labels], b"batch_label": b"test"}, f)
+    return root
+
+
+@pytest.fixture
+def cifar_root(tmp_path):
+    """A 12-image CIFAR-10 test split in torchvision's python-pickle layout."""
+    rng = np.random.default_rng(0)
+    imgs = np.stack([photo(i, 32) for i in range(5)] + [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                                                        for _ in range(7)])
+    return write_cifar(tmp_path / "cifar", imgs, list(range(10)) + [0, 1]), imgs
+
+
+@pytest.fixture
+def folder_root(tmp_path):
+    """A 2-class ImageFolder tree of JPEG photographs of assorted sizes."""
+    root = tmp_path / "val"
+    for ci, cls in enumerate(["n01", "n02"]):
+        (root / cls).mkdir(parents=True)
+        for k in range(3):
+            a = photo(ci * 3 + k, 80 + 10 * k)
+            Image.fromarray(a).save(root / cls / f"img_{k}.JPEG", quality=95)
+    return root

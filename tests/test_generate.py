@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -14,32 +13,6 @@ from PIL import Image
 import robustbench_augmix as rba
 from robustbench_augmix.cli.corrupt import main
 from robustbench_augmix.generate import Generator, Plan
-
-
-@pytest.fixture
-def cifar_root(tmp_path):
-    """A 12-image CIFAR-10 test split in torchvision's python-pickle layout."""
-    rng = np.random.default_rng(0)
-    imgs = np.stack([photo(i, 32) for i in range(5)] + [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                                                        for _ in range(7)])
-    d = tmp_path / "cifar" / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    data = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1)
-    with open(d / "test_batch", "wb") as f:
-        pickle.dump({b"data": data, b"labels": list(range(10)) + [0, 1], b"batch_label": b"test"}, f)
-    return tmp_path / "cifar", imgs
-
-
-@pytest.fixture
-def folder_root(tmp_path):
-    """A 2-class ImageFolder tree of JPEG photographs of assorted sizes."""
-    root = tmp_path / "val"
-    for ci, cls in enumerate(["n01", "n02"]):
-        (root / cls).mkdir(parents=True)
-        for k in range(3):
-            a = photo(ci * 3 + k, 80 + 10 * k)
-            Image.fromarray(a).save(root / cls / f"img_{k}.JPEG", quality=95)
-    return root
 
 
 def test_cifar_layout_matches_corrupt(cifar_root, tmp_path):

@@ -1,0 +1,199 @@
+"""rb-eval: evaluate a classifier on a corruption suite; results as JSON + CSV with full provenance."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+EXAMPLES = """examples:
+  rb-eval --model my_model.py:build --suite cifar10-c --data ~/data/cifar10 --out results/
+  rb-eval --checkpoint runs/wrn/model.safetensors --arch timm:resnet18 --num-classes 10 --suite cifar10-c
+  rb-eval --model my_model.py:build --suite cifar10-c --source official --data ~/data/CIFAR-10-C
+  torchrun --nproc-per-node 4 -m robustbench_augmix.cli.eval --model my_model.py:build --suite imagenet-c \\
+      --data /datasets/imagenet/val --device cuda --out results/
+"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="rb-eval", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    m = ap.add_argument_group("model")
+    m.add_argument("--model", help="path/to/file.py:factory (a callable returning an nn.Module)")
+    m.add_argument("--checkpoint", help="weights (.safetensors, or a torch state dict); with --arch")
+    m.add_argument("--arch", help="builder for --checkpoint: timm:NAME or torchvision:NAME")
+    m.add_argument("--num-classes", type=int, help="classes of --arch (default: the suite's dataset)")
+    m.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow a full-pickle checkpoint (it can run code: only for files you trust)")
+    m.add_argument("--mean", help="normalisation mean, e.g. 0.5,0.5,0.5 (default: from the model)")
+    m.add_argument("--std", help="normalisation std")
+    m.add_argument("--input-size", type=int, help="resize + centre-crop to this size before the model")
+    d = ap.add_argument_group("data")
+    d.add_argument("--suite", default="cifar10-c")
+    d.add_argument("--data", help="clean images (CIFAR pickles folder, ImageFolder tree); with --source official, "
+                   "the pre-generated suite. CIFAR is downloaded into the user cache when omitted")
+    d.add_argument("--source", choices=["generate", "official"], default="generate",
+                   help="corrupt on the fly (default) or read official/pre-generated files")
+    d.add_argument("--clean-data", help="clean images for the clean error when --source official")
+    d.add_argument("--no-clean", action="store_true", help="skip the clean cell")
+    d.add_argument("--corruptions", help="comma-separated (default: the 15 benchmark corruptions)")
+    d.add_argument("--extra", action="store_true", help="also the 4 extra corruptions")
+    d.add_argument("--severities", default="1,2,3,4,5")
+    d.add_argument("--storage-jpeg", choices=["on", "off", "auto"], default="auto",
+                   help="JPEG q85 round trip of on-the-fly images as the released files had (auto: ImageFolder suites)")
+    d.add_argument("--limit", type=int, help="only the first N images (a quick look; marked not comparable)")
+    d.add_argument("--seed", type=int, default=0)
+    r = ap.add_argument_group("run")
+    r.add_argument("--batch-size", type=int, default=128)
+    r.add_argument("--chunk-size", type=int, default=2000, help="images per resumable cache unit")
+    r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (under torchrun cuda means cuda:LOCAL_RANK)")
+    r.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding")
+    r.add_argument("--threads", type=int, help="CPU threads for torch")
+    r.add_argument("--amp", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)")
+    r.add_argument("--channels-last", action="store_true")
+    r.add_argument("--out", default="results", help="results folder (JSON, CSV and the resumable cell cache)")
+    r.add_argument("--name", help="run name (default: <model>__<suite>)")
+    r.add_argument("--baseline", help="results JSON of the model that normalises CE (default: the suite's AlexNet)")
+    r.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for the 95%% intervals (0: none)")
+    r.add_argument("--calibration-reference-quirk", action="store_true",
+                   help="RMS calibration error as the reference code computes it (skips the last bin)")
+    r.add_argument("--frost-dir", help="folder with the reference frost textures")
+    r.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
+    if s is None:
+        return None
+    try:
+        v = tuple(float(x) for x in s.split(","))
+    except ValueError:
+        v = ()
+    if len(v) == 1:
+        v = v * 3
+    if len(v) != 3:
+        raise ValueError(f"--{what} must be one or three comma-separated numbers, got {s!r}")
+    return v
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_model(args, suite):
+    """The model, its preprocessing and its provenance from the CLI arguments."""
+    from dataclasses import replace
+
+    from ..evaluation import Preprocess
+    from ..models import ModelError, build, default_preprocess, load_factory, load_weights
+
+    info: dict = {}
+    if args.model and args.arch:
+        raise ModelError("pass either --model or --arch with --checkpoint, not both")
+    if args.model:
+        if ":" not in args.model or not args.model.rpartition(":")[0].endswith(".py"):
+            raise ModelError(f"--model {args.model!r}: the model zoo is not in this version yet; pass "
+                             "path/to/file.py:factory, or --checkpoint PATH --arch timm:NAME")
+        model = load_factory(args.model)
+        file = Path(args.model.rpartition(":")[0]).expanduser()
+        info = {"id": f"{file.stem}.{args.model.rpartition(':')[2]}", "factory": args.model,
+                "factory_sha256": _sha256(file)}
+        pre = getattr(model, "rba_preprocess", None) or Preprocess()
+        if args.checkpoint:
+            load_weights(model, args.checkpoint, args.trust_checkpoint)
+    elif args.arch:
+        nc = args.num_classes or {"cifar10": 10, "cifar100": 100}.get(suite.meta.get("dataset"), 1000)
+        model = build(args.arch, num_classes=nc)
+        if not args.checkpoint:
+            raise ModelError(f"--arch {args.arch} needs --checkpoint with its weights")
+        load_weights(model, args.checkpoint, args.trust_checkpoint)
+        info = {"id": args.arch.split(":", 1)[1], "builder": args.arch}
+        pre = default_preprocess(args.arch, model, suite.image_size)
+    else:
+        raise ModelError("name a model: --model path/to/file.py:factory, or --checkpoint PATH --arch timm:NAME")
+    if args.checkpoint:
+        info.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
+                    checkpoint_sha256=_sha256(Path(args.checkpoint).expanduser()))
+        info["id"] = Path(args.checkpoint).stem if args.arch else info["id"]
+    mean, std = _floats(args.mean, "mean"), _floats(args.std, "std")
+    pre = replace(pre, **{k: v for k, v in (("mean", mean), ("std", std)) if v is not None})
+    if args.input_size:
+        pre = replace(pre, resize=args.input_size, crop=args.input_size)
+    return model, pre, info
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=True)
+
+    def fail(msg: str) -> int:
+        console.print(f"[bold red]rb-eval:[/] {msg}")
+        return 2
+
+    import torch
+    import torch.distributed as dist
+
+    from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir
+    from ..data.sources import SourceImageError
+    from ..evaluation import Config, Evaluation, EvaluationError
+    from ..models import ModelError
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.frost_dir:
+        set_frost_dir(args.frost_dir)
+    created_group = False
+    device = args.device
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        import datetime
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "cuda":
+            device = f"cuda:{local}"
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                                timeout=datetime.timedelta(hours=12))
+        created_group = True
+    try:
+        suite = load_suite(args.suite)
+        severities = [int(s) for s in args.severities.split(",") if s.strip()]
+        model, pre, info = build_model(args, suite)
+        cfg = Config(
+            suite=suite.id, data=args.data, source=args.source, clean_data=args.clean_data,
+            corruptions=[c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else None,
+            extra=args.extra, severities=severities, clean=not args.no_clean, batch_size=args.batch_size,
+            chunk_size=args.chunk_size, device=device, workers=args.workers, amp=args.amp,
+            channels_last=args.channels_last, limit=args.limit, seed=args.seed,
+            storage_jpeg={"on": True, "off": False, "auto": None}[args.storage_jpeg], out=args.out, name=args.name,
+            n_boot=args.bootstrap, calibration_reference_quirk=args.calibration_reference_quirk,
+            baseline=args.baseline, progress=not args.no_progress,
+            extra_provenance={"command": " ".join(["rb-eval", *(argv if argv is not None else sys.argv[1:])])},
+        )
+        ev = Evaluation(model, cfg, pre, info)
+        res = ev.run()
+    except (EvaluationError, ModelError, SourceImageError, FrostTexturesMissing, ValueError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished chunks are cached; run the same command to resume")
+        return 130
+    finally:
+        if created_group and dist.is_initialized():
+            dist.destroy_process_group()
+    if ev.rank == 0:
+        console.print(res.table())
+        path = Path(args.out) / f"{ev.name}.json"
+        console.print(f"results: {path} and {path.with_suffix('.csv')}")
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

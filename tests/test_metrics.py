@@ -1,0 +1,123 @@
+"""Metrics against hand-computed cases, the published AlexNet row, and a re-implementation of the
+reference calibration code (hendrycks/outlier-exposure ``calib_err``) written here from its description."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from robustbench_augmix import load_suite, metrics
+
+
+def reference_calib_err(confidence, correct, beta=100):
+    """The reference ``calib_err(p='2')`` loop, transcribed from its description: sorted samples, bins of
+    ``beta`` consecutive samples with the remainder in the last, and a loop that stops one bin short."""
+    idx = np.argsort(confidence)
+    confidence, correct = confidence[idx], correct[idx]
+    bins = [[i * beta, (i + 1) * beta] for i in range(len(confidence) // beta)]
+    bins[-1] = [bins[-1][0], len(confidence)]
+    total, cerr = len(confidence), 0.0
+    for i in range(len(bins) - 1):
+        c, a = confidence[bins[i][0] : bins[i][1]], correct[bins[i][0] : bins[i][1]]
+        if len(c) > 0:
+            cerr += len(c) / total * (np.nanmean(c) - np.nanmean(a)) ** 2
+    return math.sqrt(cerr)
+
+
+def test_error_and_cifar_mean():
+    assert metrics.error(np.array([1, 0, 1, 1], bool)) == pytest.approx(0.25)
+    cells = {("fog", 1): 0.1, ("fog", 2): 0.3, ("snow", 1): 0.5, ("snow", 2): 0.7}
+    assert metrics.corruption_errors(cells) == pytest.approx({"fog": 0.2, "snow": 0.6})
+    assert metrics.mean_corruption_error(cells, ["fog", "snow"]) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="no errors"):
+        metrics.mean_corruption_error(cells, ["fog", "zoom_blur"])
+
+
+def test_ce_and_relative_ce_by_hand():
+    # CE = (0.1 + 0.2) / (0.4 + 0.6); relative = ((0.1-0.05) + (0.2-0.05)) / ((0.4-0.3) + (0.6-0.3))
+    assert metrics.corruption_error([0.1, 0.2], [0.4, 0.6]) == pytest.approx(0.3)
+    assert metrics.relative_corruption_error([0.1, 0.2], 0.05, [0.4, 0.6], 0.3) == pytest.approx(0.2 / 0.4)
+    cells = {("a", 1): 0.1, ("a", 2): 0.2, ("b", 1): 0.5, ("b", 2): 0.5}
+    base = {("a", 1): 0.4, ("a", 2): 0.6, ("b", 1): 0.5, ("b", 2): 0.5}
+    assert metrics.mce(cells, base, ["a", "b"]) == pytest.approx((0.3 + 1.0) / 2)
+    with pytest.raises(ValueError, match="baseline has no error"):
+        metrics.mce({("c", 1): 0.1}, base, ["c"])
+
+
+def test_published_alexnet_row_gives_mce_100():
+    s = load_suite("imagenet-c")
+    base = {(c, k + 1): e for c in s.names() for k, e in enumerate(s.corruptions[c].alexnet_error)}
+    clean = s.baseline["clean_error"]
+    assert 100 * metrics.mce(base, base, s.names()) == pytest.approx(100.0)
+    assert 100 * metrics.relative_mce(base, clean, base, clean, s.names()) == pytest.approx(100.0)
+    # Halving every error halves mCE.
+    half = {k: v / 2 for k, v in base.items()}
+    assert 100 * metrics.mce(half, base, s.names()) == pytest.approx(50.0)
+
+
+def test_rms_calibration_by_hand():
+    # 100 samples at confidence 0.6 with 30 correct (gap 0.3), 100 at 0.9 with 80 correct (gap 0.1).
+    conf = np.r_[np.full(100, 0.9), np.full(100, 0.6)]
+    corr = np.r_[np.arange(100) < 80, np.arange(100) < 30]
+    assert metrics.rms_calibration_error(conf, corr) == pytest.approx(math.sqrt(0.5 * 0.09 + 0.5 * 0.01))
+    # The reference loop drops the last (most confident) bin but still divides by N.
+    assert metrics.rms_calibration_error(conf, corr, reference_quirk=True) == pytest.approx(math.sqrt(0.045))
+    # 150 samples: one bin; the reference returns 0 and fails below 100.
+    assert metrics.rms_calibration_error(conf[50:], corr[50:], reference_quirk=True) == 0.0
+    with pytest.raises(ValueError, match="fewer than"):
+        metrics.rms_calibration_error(conf[:50], corr[:50], reference_quirk=True)
+    # Perfect calibration within bins gives 0.
+    assert metrics.rms_calibration_error(np.full(100, 0.25), np.arange(100) < 25) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("n", [200, 1000, 1234, 10_000])
+def test_rms_quirk_equals_reference_code(n):
+    rng = np.random.default_rng(n)
+    conf = rng.uniform(0.1, 1.0, n)
+    corr = rng.uniform(size=n) < conf ** 1.5
+    assert metrics.rms_calibration_error(conf, corr, reference_quirk=True) == pytest.approx(
+        reference_calib_err(conf, corr), abs=1e-12)
+    # The correct definition counts the last bin as well, and differs from the reference by it.
+    full = metrics.rms_calibration_error(conf, corr)
+    assert full >= metrics.rms_calibration_error(conf, corr, reference_quirk=True)
+
+
+def test_rms_weights_equal_repeated_samples():
+    rng = np.random.default_rng(1)
+    conf, corr = rng.uniform(0.2, 1, 300), rng.uniform(size=300) < 0.6
+    w = rng.integers(0, 4, 300)
+    want = metrics.rms_calibration_error(np.repeat(conf, w), np.repeat(corr, w))
+    assert metrics.rms_calibration_error(conf, corr, weights=w) == pytest.approx(want, abs=1e-12)
+    order = np.argsort(conf)
+    assert metrics.rms_calibration_error(conf[order], corr[order], weights=w[order], presorted=True) == \
+        pytest.approx(want, abs=1e-12)
+
+
+def test_ece_by_hand():
+    # Two bins of 15: (0.6, 0.6667] holds 0.62 x2 (1 correct: gap 0.12), (0.9333, 1] holds 0.95 x2 (both: gap 0.05)
+    conf = np.array([0.62, 0.62, 0.95, 0.95])
+    corr = np.array([1, 0, 1, 1], bool)
+    assert metrics.expected_calibration_error(conf, corr) == pytest.approx(0.5 * 0.12 + 0.5 * 0.05)
+    # Bins are (lo, hi]: 1/15 exactly falls in the first bin.
+    assert metrics.expected_calibration_error(np.array([1 / 15]), np.array([0])) == pytest.approx(1 / 15)
+
+
+def test_nll_by_hand():
+    logits = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    assert metrics.nll(logits, np.array([0, 2])) == pytest.approx(-(math.log(0.5) + math.log(0.8)) / 2)
+
+
+def test_bootstrap_is_seeded_and_covers_the_estimate():
+    rng = np.random.default_rng(2)
+    correct = rng.uniform(size=(3, 500)) < np.array([[0.9], [0.6], [0.3]])
+    w1, w2 = metrics.bootstrap_weights(500, 300, seed=7), metrics.bootstrap_weights(500, 300, seed=7)
+    assert np.array_equal(w1, w2) and (w1.sum(axis=1) == 500).all()
+    coef = np.full(3, 1 / 3)
+    lo, hi = metrics.linear_error_interval(correct, coef, 1.0, w1)
+    est = 1 - correct.mean()
+    assert lo < est < hi and hi - lo < 0.1
+    # The linear shortcut equals the generic bootstrap of the same statistic.
+    glo, ghi = metrics.bootstrap_interval(lambda w: 1 - (correct.mean(axis=0) * w).sum() / 500, w1)
+    assert (lo, hi) == pytest.approx((glo, ghi))
