@@ -300,9 +300,10 @@ class Evaluation:
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-        x = self.preprocess(x)
-        if self.cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # One memory layout whatever the source produced (permuted decodes, gathered kernels), so the
+        # same pixels always give bit-identical logits.
+        x = self.preprocess(x).contiguous(
+            memory_format=torch.channels_last if self.cfg.channels_last else torch.contiguous_format)
         ctx = (torch.autocast(self.device.type, dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16)
                if self.cfg.amp else contextlib.nullcontext())
         with ctx:
@@ -525,7 +526,10 @@ def summarize(outcomes: Mapping, suite: Suite, corruptions: Sequence[str], sever
             rows = [outcomes[(c, s)]["correct"] for c in have for s in severities]
             interval("mce", rows, ks, float(sum(ks)))
             bc = baseline.get("clean_error")
-            if CLEAN in outcomes and bc is not None:
+            flat = [c for c in have if sum(base[(c, t)] - bc for t in severities) == 0] if bc is not None else []
+            if flat:
+                agg["relative_mce_undefined"] = f"the baseline's error on {flat} equals its clean error"
+            elif CLEAN in outcomes and bc is not None:
                 agg["relative_ce"] = {c: metrics.relative_corruption_error(
                     [err[(c, s)] for s in severities], err[CLEAN], [base[(c, s)] for s in severities], bc)
                     for c in have}
@@ -566,7 +570,7 @@ class _Items(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         i = self.idx[k]
-        return torch.from_numpy(np.ascontiguousarray(self.read(i))), i
+        return torch.from_numpy(np.array(self.read(i), dtype=np.uint8, copy=True)), i
 
 
 class _CellReader:

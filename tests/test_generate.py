@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import photo
 from PIL import Image
 
 import robustbench_augmix as rba

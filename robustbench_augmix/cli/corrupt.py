@@ -65,7 +65,7 @@ def _shard(spec: str | None) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     import torch
 
     from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir, suites

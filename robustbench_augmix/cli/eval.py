@@ -132,7 +132,7 @@ def build_model(args, suite):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
 
     def fail(msg: str) -> int:
         console.print(f"[bold red]rb-eval:[/] {msg}")
