@@ -80,3 +80,68 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
             rows.append(row)
             log(row)
     return rows
+
+
+def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=None, images: int = 256,
+               batch: int = 128, device: str = "cpu", names=None, severity: int = 3, amp: bool = False,
+               channels_last: bool = False, min_time: float = 0.5, rounds: int = 3, log=print) -> dict:
+    """On-the-fly evaluation vs pure inference of the same model, per image, side by side.
+
+    *Inference* times preprocessing + forward + outcome bookkeeping on batches that are already
+    corrupted and on the device. *On the fly* times what ``rb-eval --source generate`` does per batch
+    and cell: corrupt on the device, quantise to 8 bits, the storage JPEG round trip when the suite has
+    one, then the same inference. The overhead is their difference over inference.
+    """
+    from .data.sources import ArraySource
+    from .evaluation import Config, Evaluation
+
+    s = load_suite(suite)
+    names = names or [n for n in s.names() if n in REGISTRY]
+    imgs = _photos(s.image_size, images)
+    ev = Evaluation(model, Config(suite=suite, data=ArraySource(imgs, np.zeros(images, np.int64)), device=device,
+                                  batch_size=batch, amp=amp, channels_last=channels_last, progress=False, n_boot=0),
+                    preprocess)
+    ev.num_classes = None
+    ev._num_classes_checked = True  # synthetic labels: the model's head size does not matter here
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    batches = [torch.from_numpy(imgs[a : a + batch]).to(device).permute(0, 3, 1, 2).float() / 255
+               for a in range(0, images, batch)]
+    idx = [torch.arange(a, min(a + batch, images)) for a in range(0, images, batch)]
+    y = [torch.zeros(len(i), dtype=torch.long) for i in idx]
+    rows = []
+    for name in names:
+        ready = [ev._corrupt(x, name, severity, i) for x, i in zip(batches, idx, strict=True)]
+
+        def infer(ready=ready):
+            for x, t in zip(ready, y, strict=True):
+                ev._forward(x, t)
+            sync()
+
+        def fly(name=name):
+            for x, i, t in zip(batches, idx, y, strict=True):
+                ev._forward(ev._corrupt(x, name, severity, i), t)
+            sync()
+
+        def corrupt_only(name=name):
+            for x, i in zip(batches, idx, strict=True):
+                ev._corrupt(x, name, severity, i)
+            sync()
+
+        # Interleaved rounds, best of each: machine noise hits all three alike.
+        t_inf = t_fly = t_cor = float("inf")
+        for _ in range(rounds):
+            t_inf = min(t_inf, _timeit(infer, min_time / rounds, max_calls=20) / images)
+            t_fly = min(t_fly, _timeit(fly, min_time / rounds, max_calls=20) / images)
+            t_cor = min(t_cor, _timeit(corrupt_only, min_time / rounds, max_calls=50) / images)
+        row = {"corruption": name, "inference_ms": t_inf * 1e3, "on_the_fly_ms": t_fly * 1e3,
+               "corrupt_ms": t_cor * 1e3, "overhead": (t_fly - t_inf) / t_inf}
+        rows.append(row)
+        log(row)
+    tot_inf = sum(r["inference_ms"] for r in rows)
+    tot_fly = sum(r["on_the_fly_ms"] for r in rows)
+    tot_cor = sum(r["corrupt_ms"] for r in rows)
+    return {"suite": suite, "device": device, "images": images, "batch": batch, "severity": severity,
+            "storage_jpeg": ev.storage_jpeg, "threads": torch.get_num_threads(), "rows": rows,
+            "inference_ms": tot_inf / len(rows), "on_the_fly_ms": tot_fly / len(rows),
+            "corrupt_ms": tot_cor / len(rows), "overhead": (tot_fly - tot_inf) / tot_inf,
+            "corrupt_share": tot_cor / tot_inf}

@@ -39,6 +39,7 @@ from .corruptions._rng import image_seed
 from .corruptions.digital import jpeg_roundtrip_u8
 from .corruptions.suites import SEVERITIES, Suite
 from .data.sources import (
+    ArraySource,
     CifarSource,
     DatasetMissing,
     OfficialFolderSource,
@@ -50,6 +51,9 @@ from .generate import _json_dump, atomic_write, versions
 SCHEMA = "robustbench-augmix/results/1"
 CLEAN: tuple[str, int] = ("clean", 0)
 FIELDS = ("correct", "correct5", "confidence", "nll")
+# The calibration error is not linear in the per-image outcomes: each replicate re-bins the pooled
+# corrupted set (750k samples for CIFAR-10-C), so its interval uses the first 200 replicates only.
+CALIBRATION_REPLICATES = 200
 
 
 class EvaluationError(ValueError):
@@ -97,7 +101,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     for k, v in model.state_dict().items():
         t = v.detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -105,7 +109,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 @dataclass
 class Config:
     suite: str = "cifar10-c"
-    data: str | None = None
+    data: str | ArraySource | None = None
     source: str = "auto"                 # "generate" | "official" | "auto"
     clean_data: str | None = None        # clean set when source="official"
     corruptions: Sequence[str] | None = None
@@ -220,12 +224,16 @@ class Evaluation:
                                   "test set in the same order")
         self.labels = torch.as_tensor(labels[0])
         self.n = n.pop() if self.cfg.limit is None else min(self.cfg.limit, n.pop())
-        self.num_classes = (
-            {"cifar10": 10, "cifar100": 100}[self.suite.meta["dataset"]] if self.suite.layout == "npy"
-            else len(srcs[0].classes)
-        )
+        if isinstance(srcs[0], ArraySource):
+            self.num_classes = len(srcs[0].classes) if srcs[0].classes else int(srcs[0].labels.max()) + 1
+        elif self.suite.layout == "npy":
+            self.num_classes = {"cifar10": 10, "cifar100": 100}[self.suite.meta["dataset"]]
+        else:
+            self.num_classes = len(srcs[0].classes)
 
-    def _clean(self, path: str | None):
+    def _clean(self, path):
+        if isinstance(path, ArraySource):
+            return path
         if path is None:
             raise EvaluationError(f"--data is required for {self.suite.id}: the clean images as an ImageFolder tree")
         return open_source(path, self.suite)
@@ -440,7 +448,9 @@ class Evaluation:
             "model": {**self.model_info, "num_classes": self.num_classes},
             "suite": {"id": self.suite.id, "name": self.suite.name, "table_hash": self.suite.table_hash,
                       "image_size": self.suite.image_size, "generator": self.suite.generator},
-            "data": {"source": self.source_kind, "path": str(cfg.data) if cfg.data else None,
+            "data": {"source": self.source_kind,
+                     "path": None if cfg.data is None else "<in memory>" if isinstance(cfg.data, ArraySource)
+                     else str(cfg.data),
                      "clean_path": str(cfg.clean_data) if cfg.clean_data else None, "n_images": self.n,
                      "limit": cfg.limit, "seed": cfg.seed,
                      "storage_jpeg": (self.suite.jpeg_quality or 85) if self.storage_jpeg else None},
@@ -450,6 +460,7 @@ class Evaluation:
                          "calibration": {"confidence": "max softmax", "bin_size": 100, "reference_quirk": cfg_q,
                                          "ece_bins": 15},
                          "bootstrap": {"replicates": cfg.n_boot, "seed": cfg.seed, "level": 0.95,
+                                       "calibration_replicates": min(cfg.n_boot, CALIBRATION_REPLICATES),
                                        "unit": "image (paired across cells)"}},
             "cells": cells,
             "aggregates": agg,
@@ -496,7 +507,7 @@ def summarize(outcomes: Mapping, suite: Suite, corruptions: Sequence[str], sever
         agg["clean_ece"] = metrics.expected_calibration_error(o["confidence"], o["correct"])
         interval("clean_error", [o["correct"]], [1.0], 1.0)
         if w is not None and agg["clean_rms_calibration_error"] is not None:
-            intervals["clean_rms_calibration_error"] = _rms_interval([o], w, reference_quirk)
+            intervals["clean_rms_calibration_error"] = _rms_interval([o], w[:CALIBRATION_REPLICATES], reference_quirk)
     per = metrics.corruption_errors({cell: e for cell, e in err.items() if cell != CLEAN})
     agg["corruption_error"] = per
     if bench:
@@ -511,7 +522,7 @@ def summarize(outcomes: Mapping, suite: Suite, corruptions: Sequence[str], sever
         agg["ece"] = metrics.expected_calibration_error(conf, corr)
         agg["nll"] = float(np.concatenate([o["nll"] for o in pooled]).astype(np.float64).mean())
         if w is not None:
-            intervals["rms_calibration_error"] = _rms_interval(pooled, w, reference_quirk)
+            intervals["rms_calibration_error"] = _rms_interval(pooled, w[:CALIBRATION_REPLICATES], reference_quirk)
     if baseline is not None and bench:
         base = {(k.split("/")[0], int(k.split("/")[1])): v for k, v in baseline["errors"].items()}
         have = [c for c in bench if all((c, s) in base for s in severities)]
@@ -701,7 +712,8 @@ def evaluate(model: torch.nn.Module, suite: str = "cifar10-c", data: str | None 
     Args:
         model: a classifier mapping normalised (N, 3, H, W) images to (N, K) logits.
         suite: ``cifar10-c``, ``cifar100-c``, ``tinyimagenet-c`` or ``imagenet-c``.
-        data: clean images (CIFAR pickles folder / ImageFolder tree); with ``source="official"``, the
+        data: clean images (CIFAR pickles folder / ImageFolder tree / an in-memory
+            :class:`~robustbench_augmix.data.sources.ArraySource`); with ``source="official"``, the
             pre-generated suite. CIFAR is downloaded into the user cache when ``data`` is None.
         preprocess: the model's :class:`Preprocess` (default: ``model.rba_preprocess`` or identity).
         **kwargs: any :class:`Config` field (``corruptions``, ``severities``, ``batch_size``, ``device``,
@@ -713,6 +725,6 @@ def evaluate(model: torch.nn.Module, suite: str = "cifar10-c", data: str | None 
     unknown = set(kwargs) - set(Config.__dataclass_fields__)
     if unknown:
         raise TypeError(f"evaluate() got unknown arguments {sorted(unknown)}")
-    cfg = Config(suite=suite, data=None if data is None else str(data), **kwargs)
+    cfg = Config(suite=suite, data=data if data is None or isinstance(data, ArraySource) else str(data), **kwargs)
     return Evaluation(model, cfg, preprocess, model_info).run()
 

@@ -46,9 +46,64 @@ def _table(rows, md: bool):
     return t
 
 
+def _eval_table(res: dict, md: bool):
+    head = ["corruption", "inference ms/img", "on the fly ms/img", "overhead", "corrupt only ms/img",
+            "corrupt / inference"]
+    body = [[r["corruption"], f"{r['inference_ms']:.3f}", f"{r['on_the_fly_ms']:.3f}", f"{100 * r['overhead']:+.0f}%",
+             f"{r['corrupt_ms']:.3f}", f"{100 * r['corrupt_ms'] / r['inference_ms']:.0f}%"] for r in res["rows"]]
+    body.append([f"mean over {len(res['rows'])}", f"{res['inference_ms']:.3f}", f"{res['on_the_fly_ms']:.3f}",
+                 f"{100 * res['overhead']:+.0f}%", f"{res['corrupt_ms']:.3f}", f"{100 * res['corrupt_share']:.0f}%"])
+    if md:
+        out = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|"]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in body])
+    t = Table(title=f"rb-eval on the fly vs inference only: {res['model']} on {res['suite']} ({res['device']}, "
+                    f"batch {res['batch']}, severity {res['severity']})")
+    for h in head:
+        t.add_column(h, justify="left" if h == "corruption" else "right")
+    for line in body:
+        t.add_row(*line)
+    return t
+
+
+def _main_eval(args, err: Console) -> int:
+    from ..bench import bench_eval
+    from ..corruptions import load_suite
+    from ..models import ModelError, build, default_preprocess
+
+    try:
+        suite = load_suite(args.suite)
+        nc = {"cifar10": 10, "cifar100": 100}.get(suite.meta.get("dataset"), 1000)
+        model = build(args.model, num_classes=nc)
+        pre = default_preprocess(args.model, model, suite.image_size)
+    except (ModelError, ValueError) as e:
+        err.print(f"[red]rb-bench:[/] {e}")
+        return 2
+    res = bench_eval(model, suite.id, preprocess=pre, images=args.images, batch=args.batch or 128,
+                     device=args.device, names=args.corruptions.split(",") if args.corruptions else None,
+                     amp=args.amp, channels_last=args.channels_last, min_time=args.min_time,
+                     log=lambda r: err.print(f"[dim]{r['corruption']}: inference {r['inference_ms']:.3f} ms, "
+                                             f"on the fly {r['on_the_fly_ms']:.3f} ms[/]"))
+    res["model"] = args.model
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    out = _eval_table(res, args.markdown)
+    print(out) if args.markdown else Console().print(out)
+    return 0
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__)
-    ap.add_argument("what", choices=["corruptions"], nargs="?", default="corruptions")
+    ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__,
+                                 epilog="examples:\n  rb-bench corruptions --sizes 224,32\n"
+                                        "  rb-bench eval --model cifar:wrn40_2 --suite cifar10-c\n"
+                                        "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c --device cuda",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["corruptions", "eval"], nargs="?", default="corruptions")
+    ap.add_argument("--model", default="cifar:wrn40_2", help="eval: builder (cifar:, timm:, torchvision:)")
+    ap.add_argument("--suite", default="cifar10-c", help="eval: suite")
+    ap.add_argument("--images", type=int, default=256, help="eval: images per measurement")
+    ap.add_argument("--amp", action="store_true")
+    ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--sizes", default="224,32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=None)
@@ -59,6 +114,8 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args(argv)
     err = Console(stderr=True)
+    if args.what == "eval":
+        return _main_eval(args, err)
     from ..bench import bench_corruptions
 
     try:

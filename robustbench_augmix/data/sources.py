@@ -105,6 +105,30 @@ class CifarSource:
 
 
 @dataclass
+class ArraySource:
+    """Images already in memory: uint8 ``(N, H, W, 3)`` and ``(N,)`` labels (``evaluate(model, data=...)``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"ArraySource images must be uint8 (N, H, W, 3), got {self.images.dtype} "
+                             f"{self.images.shape}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+
+@dataclass
 class ImageFolderSource:
     """An ImageFolder tree ``root/<class>/<image>`` (ImageNet val in class folders, or any dataset).
 

@@ -24,7 +24,8 @@ class ModelError(ValueError):
 
 
 def build(builder: str, num_classes: int | None = None, **kwargs) -> torch.nn.Module:
-    """``timm:resnet50`` / ``torchvision:resnet50`` → an untrained module (weights come separately)."""
+    """``timm:resnet50`` / ``torchvision:resnet50`` / ``cifar:wrn40_2`` → an untrained module (weights come
+    separately)."""
     kind, _, name = builder.partition(":")
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -40,7 +41,13 @@ def build(builder: str, num_classes: int | None = None, **kwargs) -> torch.nn.Mo
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise ModelError(f"torchvision has no classification model {name!r}")
         return torchvision.models.get_model(name, weights=None, **kwargs)
-    raise ModelError(f"unknown builder {builder!r}; use timm:<name> or torchvision:<name>")
+    if kind == "cifar":
+        from .cifar import BUILDERS
+
+        if name not in BUILDERS:
+            raise ModelError(f"no CIFAR architecture {name!r}; available: {', '.join(sorted(BUILDERS))}")
+        return BUILDERS[name](**kwargs)
+    raise ModelError(f"unknown builder {builder!r}; use timm:<name>, torchvision:<name> or cifar:<name>")
 
 
 def default_preprocess(builder: str, model: torch.nn.Module, image_size: int):
@@ -49,6 +56,9 @@ def default_preprocess(builder: str, model: torch.nn.Module, image_size: int):
     from ..evaluation import Preprocess
 
     mean, std, size, interp = IMAGENET_MEAN, IMAGENET_STD, image_size, "bilinear"
+    if builder.startswith("cifar:"):
+        # The AugMix CIFAR code normalises with mean = std = 0.5 (cifar.py l.297-299).
+        return Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3)
     if builder.startswith("timm:"):
         from timm.data import resolve_data_config
 
