@@ -187,6 +187,8 @@ class Evaluation:
         self.storage_jpeg = (self.suite.layout == "imagefolder") if cfg.storage_jpeg is None else cfg.storage_jpeg
         self._open_data()
         self.out = Path(cfg.out).expanduser() if cfg.out else None
+        if self.world > 1 and self.out is None:
+            raise EvaluationError("under torchrun, pass --out: the ranks exchange their chunks through it")
         self.name = cfg.name or f"{_safe_name(self.model_info['id'])}__{self.suite.id}"
         self._num_classes_checked = False
 

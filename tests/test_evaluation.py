@@ -270,3 +270,22 @@ def test_checkpoint_loading_is_safe(tmp_path):
 
     save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
     load_weights(fresh, tmp_path / "w.safetensors")
+
+
+def test_cifar_from_the_user_cache_and_the_offline_error(tmp_path, monkeypatch):
+    from torchvision.datasets import utils as tv_utils
+
+    from robustbench_augmix.data.sources import CifarSource, DatasetMissing
+
+    monkeypatch.setenv("RBA_CACHE", str(tmp_path / "cache"))
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetMissing, match=r"could not be downloaded.*--data.*cifar-10-python.tar.gz"):
+        CifarSource.open(None, "cifar10")
+    imgs = np.stack([photo(i, 32) for i in range(4)])
+    write_cifar(tmp_path / "cache" / "data", imgs, [1, 2, 3, 4])
+    src = CifarSource.open(None, "cifar10")  # found in the cache: no download attempted
+    assert len(src) == 4 and np.array_equal(src.read(2), imgs[2]) and list(src.labels) == [1, 2, 3, 4]
