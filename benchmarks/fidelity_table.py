@@ -57,6 +57,11 @@ def main() -> None:
             for i, (img, y) in enumerate(zip(imgs, got, strict=True)):
                 res.setdefault("elastic_transform", []).append(psnr(y, ref.elastic_transform(
                     img, p.alpha, p.sigma, p.affine, d["jitter"][i].numpy(), d["dx"][i].numpy(), d["dy"][i].numpy())))
+            got, d, p = ours("spatter", suite, sev, imgs)
+            keys = ("loc", "scale", "sigma", "threshold", "intensity", "mode")
+            for i, (img, y) in enumerate(zip(imgs, got, strict=True)):
+                res.setdefault("spatter", []).append(psnr(y, ref.spatter(
+                    img, *args(p, *keys), d["liquid"][i, 0].double().numpy())))
             gi = imgs[:1] if suite == "imagenet-c" else imgs
             got, d, p = ours("glass_blur", suite, sev, gi)
             for i, (img, y) in enumerate(zip(gi, got, strict=True)):

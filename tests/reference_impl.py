@@ -207,3 +207,27 @@ def fog(x, thickness, wibble_decay, mapsize, rng: np.random.Generator):
     h, w = x.shape[:2]
     x = x + thickness * a[:h, :w][..., None]
     return np.uint8(np.clip(x * mx / (mx + thickness), 0, 1) * 255)
+
+
+def spatter(x, loc, scale, sigma, threshold, intensity, mode, normal):
+    """``normal`` is a standard normal (H, W) field; the script draws N(loc, scale) from it."""
+    x = np.array(x, dtype=np.float32) / 255.0
+    liquid = gaussian(loc + scale * normal, sigma=sigma)
+    liquid[liquid < threshold] = 0
+    if int(mode) == 0:
+        liquid = (liquid * 255).astype(np.uint8)
+        dist = 255 - cv2.Canny(liquid, 50, 150)
+        dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+        dist = cv2.equalizeHist(dist)
+        dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+        dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+        m = (liquid * dist)[..., None]
+        m = m / np.max(m) * intensity
+        color = np.array([175, 238, 238], np.float64) / 255.0
+        return np.uint8(np.clip(x + m * color, 0, 1) * 255)
+    m = gaussian((liquid > threshold).astype(np.float32), sigma=intensity)
+    m[m < 0.8] = 0
+    color = np.array([63, 42, 20], np.float64) / 255.0 * m[..., None]
+    return np.uint8(np.clip(x * (1 - m[..., None]) + color, 0, 1) * 255)

@@ -17,7 +17,6 @@ IMPLEMENTED = sorted(REGISTRY)
 CASES = [(s, n) for s in ["imagenet-c", "cifar10-c", "tinyimagenet-c"] for n in IMPLEMENTED]
 
 
-@pytest.mark.xfail(strict=True, reason="spatter (an extra corruption) has no kernel yet: issue #2 is open")
 def test_every_table_corruption_has_a_kernel():
     for s in rba.suites():
         missing = set(load_suite(s).names(extra=True)) - set(REGISTRY)

@@ -100,6 +100,9 @@ REPLAY = {
               lambda img, d, p, i: ref.frost(img, p.image_weight, p.frost_weight, p.texture_scale,
                                              _frost.frost_dir(download=False) / _frost.USED[int(d["texture"][i])],
                                              *d["start"][i].tolist())),
+    "spatter": (lambda suite: 3,
+                lambda img, d, p, i: ref.spatter(img, *args(p, "loc", "scale", "sigma", "threshold", "intensity",
+                                                             "mode"), d["liquid"][i, 0].double().numpy())),
     "elastic_transform": (lambda suite: 3,
                           lambda img, d, p, i: ref.elastic_transform(img, p.alpha, p.sigma, p.affine,
                                                                      d["jitter"][i].numpy(), d["dx"][i].numpy(),
@@ -143,7 +146,7 @@ NOISE = ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"]
 
 
 @pytest.mark.parametrize("sev", [1, 3, 5])
-@pytest.mark.parametrize("name", NOISE + ["fog", "glass_blur", "motion_blur"])
+@pytest.mark.parametrize("name", NOISE + ["fog", "glass_blur", "motion_blur", "spatter"])
 def test_distribution_matches_reference_package(reference, name, sev):
     imgs = [photo(i, 224) for i in range(3)]
     draws = 4 if name != "glass_blur" else 1

@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import _frost
-from ._ops import clipped_zoom, floor_levels, gray, motion_blur_batch, plasma_fractal
+from ._ops import clipped_zoom, floor_levels, gaussian_filter, gray, motion_blur_batch, plasma_fractal
 from ._registry import register
 
 
@@ -85,3 +86,128 @@ def fog(x, p, draws):
     mx = x.amax(dim=(1, 2, 3), keepdim=True)
     y = x + t * draws["plasma"][:, None, :h, :w].to(x.dtype)
     return (y * mx / (mx + t)).clamp(0, 1)
+
+
+# -------------------------------------------------------------------------------------- spatter
+# OpenCV's 8-bit Canny, L2 5x5 chamfer distance, histogram equalisation and box blur, as the spatter
+# script calls them (cv2 defaults: Sobel with replicated borders inside Canny, REFLECT_101 elsewhere).
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+_EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # IN l. 449 (correlated, not flipped)
+_TG22 = 13573  # round(tan(22.5 deg) * 2^15), OpenCV canny.cpp CANNY_SHIFT = 15
+# cv2.DIST_L2 with a 5x5 mask: a = 1, b = 1.4, c = 2.1969 (OpenCV distanceTransform docs). OpenCV
+# builds with IPP (the PyPI wheels) sum these in float32; the portable path would use 16-bit fixed point.
+_CHAMFER = [((0, 1), 1.0), ((1, 0), 1.0), ((1, 1), 1.4), ((1, -1), 1.4),
+            ((1, 2), 2.1969), ((2, 1), 2.1969), ((1, -2), 2.1969), ((2, -1), 2.1969)]
+
+
+def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
+    """``out[..., i, j] = t[..., i + dy, j + dx]``, ``fill`` outside."""
+    h, w = t.shape[-2:]
+    out = torch.full_like(t, fill)
+    ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
+    xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    out[..., yd, xd] = t[..., ys, xs]
+    return out
+
+
+def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``cv2.Canny(img, low, high)`` (aperture 3, L1 gradient) on integer-valued (N, 1, H, W) levels.
+
+    Returns a bool edge map. Non-maximum suppression follows OpenCV's integer sector test; hysteresis
+    grows the strong edges through the candidates 8-connectedly until nothing changes.
+    """
+    f = F.pad(img.to(torch.float32), (1, 1, 1, 1), mode="replicate")
+    kx = _SOBEL_X.to(img.device).view(1, 1, 3, 3)
+    dx = F.conv2d(f, kx).round().to(torch.int64)
+    dy = F.conv2d(f, kx.transpose(-1, -2)).round().to(torch.int64)
+    mag = dx.abs() + dy.abs()
+    x, y = dx.abs(), dy.abs() << 15
+    tg22x = x * _TG22
+    tg67x = tg22x + (x << 16)
+    s = torch.where((dx ^ dy) < 0, -1, 1)
+
+    def nb(ddy, ddx):
+        return _shift(mag, ddy, ddx, 0)
+
+    horiz = (mag > nb(0, -1)) & (mag >= nb(0, 1))
+    vert = (mag > nb(-1, 0)) & (mag >= nb(1, 0))
+    diag = torch.where(s < 0, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1)))
+    keep = torch.where(y < tg22x, horiz, torch.where(y > tg67x, vert, diag)) & (mag > low)
+    edges = keep & (mag > high)
+    while True:
+        grown = keep & (F.max_pool2d(edges.to(torch.float32), 3, 1, 1) > 0)
+        if torch.equal(grown, edges):
+            return edges
+        edges = grown
+
+
+def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
+    """``min(cv2.distanceTransform(src, DIST_L2, 5), cap)`` where ``zero`` marks src == 0 (N, 1, H, W).
+
+    Shortest chamfer paths by parallel relaxation; a path of cost <= cap has at most ``cap`` steps, so
+    ``cap`` rounds give every distance below the cap exactly. Outside the image is infinitely far.
+    """
+    big = float(1 << 30)
+    d = torch.where(zero, 0.0, big).to(torch.float32)
+    offsets = [(sy * dy, sx * dx, w) for (dy, dx), w in _CHAMFER for sy, sx in ((1, 1), (-1, -1))]
+    for _ in range(int(math.ceil(cap)) + 1):
+        nd = d
+        for dy, dx, w in offsets:
+            nd = torch.minimum(nd, _shift(d, dy, dx, big) + torch.tensor(w, dtype=torch.float32))
+        if torch.equal(nd, d):
+            break
+        d = nd
+    return d.clamp(max=cap)
+
+
+def _box3(x: torch.Tensor) -> torch.Tensor:
+    """Sum over a 3x3 window with REFLECT_101 borders (float64, exact for these inputs)."""
+    xp = F.pad(x.double(), (1, 1, 1, 1), mode="reflect")
+    return F.avg_pool2d(xp, 3, 1, divisor_override=1)
+
+
+def equalize_hist_u8(v: torch.Tensor) -> torch.Tensor:
+    """``cv2.equalizeHist`` per image of integer levels (N, 1, H, W): the LUT is
+    ``round((cdf(v) - cdf(v0)) * float32(255 / (total - hist[v0])))``, v0 the lowest level present."""
+    n = v.shape[0]
+    flat = v.reshape(n, -1).to(torch.int64)
+    hist = torch.zeros(n, 256, dtype=torch.int64, device=v.device).scatter_add_(1, flat, torch.ones_like(flat))
+    cdf = hist.cumsum(1)
+    v0 = (hist > 0).to(torch.int64).argmax(1, keepdim=True)
+    h0 = hist.gather(1, v0)
+    total = flat.shape[1]
+    scale = torch.tensor(255.0, dtype=torch.float32, device=v.device) / (total - h0).clamp(min=1).to(torch.float32)
+    lut = ((cdf - h0).to(torch.float32) * scale).round().clamp(0, 255)
+    lut = torch.where(h0 == total, v0.to(torch.float32).expand_as(lut), lut)  # one level: all pixels keep it
+    return lut.gather(1, flat).reshape(v.shape)
+
+
+def _sample_spatter(d, h, w, p):
+    return {"liquid": d.normal(1, h, w)}  # np.random.normal(size=(H, W)) (IN l. 438)
+
+
+@register("spatter", "weather", sample=_sample_spatter)
+def spatter(x, p, draws):
+    """Spatter (IN l. 434-486): a blurred, thresholded normal field drawn as water (severities with
+    mode 0: Canny edges -> chamfer distance -> equalised emboss, pale turquoise) or mud (mode 1)."""
+    layer = p.loc + p.scale * draws["liquid"].to(torch.float64)
+    layer = gaussian_filter(layer, float(p.sigma), mode="edge")
+    layer = torch.where(layer < p.threshold, torch.zeros_like(layer), layer)
+    if int(p.mode) == 0:
+        l8 = torch.remainder(torch.floor(layer * 255), 256)  # astype(uint8) truncates (and wraps above 255)
+        edges = canny_u8(l8, 50, 150)
+        dist = chamfer_distance_l2_5(edges, 20.0)  # 255 - Canny is 0 exactly on the edges
+        dist = torch.floor((_box3(dist) * (1.0 / 9)).to(torch.float32))  # blur float32, then astype(uint8)
+        dist = equalize_hist_u8(dist)
+        emb = F.conv2d(F.pad(dist.double(), (1, 1, 1, 1), mode="reflect"),
+                       torch.from_numpy(_EMBOSS).to(x.device).view(1, 1, 3, 3)).clamp(0, 255)
+        dist = torch.round(_box3(emb) / 9).to(torch.float32)  # 8-bit box blur rounds
+        m = l8.to(torch.float32) * dist
+        mx = m.amax(dim=(-2, -1), keepdim=True)
+        m = torch.where(mx > 0, m / mx.clamp(min=1e-30), torch.zeros_like(m)) * float(p.intensity)
+        color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x + m.to(x.dtype) * color).clamp(0, 1)
+    mud = gaussian_filter((layer > p.threshold).to(torch.float32), float(p.intensity), mode="edge")
+    mud = torch.where(mud < 0.8, torch.zeros_like(mud), mud).to(x.dtype)
+    color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * (1 - mud) + color * mud).clamp(0, 1)
