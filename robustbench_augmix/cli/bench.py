@@ -24,8 +24,8 @@ def _table(rows, md: bool):
             line += [f"{ref:.3f}" if ref is not None else "-", f"{r['ours_ms']:.3f}",
                      f"{ref / r['ours_ms']:.1f}x" if ref is not None else "-"]
         body.append(line)
-    foot = ["15 benchmark corruptions (sum)"]
-    for s in sizes:
+    foot = [f"{sum(not get[(n, sizes[0])]['extra'] for n in names)} benchmark corruptions (sum)"]
+    for s in sizes if any(not get[(n, sizes[0])]["extra"] for n in names) else []:
         sel = [get[(n, s)] for n in names if not get[(n, s)]["extra"]]
         o = sum(r["ours_ms"] for r in sel)
         if all(r["reference_ms"] is not None for r in sel):
@@ -33,7 +33,8 @@ def _table(rows, md: bool):
             foot += [f"{t:.2f}", f"{o:.2f}", f"{t / o:.1f}x"]
         else:
             foot += ["-", f"{o:.2f}", "-"]
-    body.append(foot)
+    if len(foot) > 1:
+        body.append(foot)
     if md:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(line) + " |" for line in body]

@@ -134,6 +134,17 @@ def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
     diag = torch.where(s < 0, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1)))
     keep = torch.where(y < tg22x, horiz, torch.where(y > tg67x, vert, diag)) & (mag > low)
     edges = keep & (mag > high)
+    if img.device.type == "cpu":
+        # Growth from the strong pixels through the candidates = the 8-connected components of the
+        # candidates that hold a strong pixel; scipy labels them in one pass per image.
+        from scipy import ndimage
+
+        out = torch.zeros_like(edges)
+        for i in range(edges.shape[0]):
+            lab, _ = ndimage.label(keep[i, 0].numpy(), structure=np.ones((3, 3), bool))
+            strong = np.unique(lab[edges[i, 0].numpy()])
+            out[i, 0] = torch.from_numpy(np.isin(lab, strong[strong > 0]))
+        return out
     while True:
         grown = keep & (F.max_pool2d(edges.to(torch.float32), 3, 1, 1) > 0)
         if torch.equal(grown, edges):
@@ -148,12 +159,14 @@ def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
     ``cap`` rounds give every distance below the cap exactly. Outside the image is infinitely far.
     """
     big = float(1 << 30)
+    h, w = zero.shape[-2:]
     d = torch.where(zero, 0.0, big).to(torch.float32)
-    offsets = [(sy * dy, sx * dx, w) for (dy, dx), w in _CHAMFER for sy, sx in ((1, 1), (-1, -1))]
+    offsets = [(sy * dy, sx * dx, wt) for (dy, dx), wt in _CHAMFER for sy, sx in ((1, 1), (-1, -1))]
     for _ in range(int(math.ceil(cap)) + 1):
-        nd = d
-        for dy, dx, w in offsets:
-            nd = torch.minimum(nd, _shift(d, dy, dx, big) + torch.tensor(w, dtype=torch.float32))
+        dp = F.pad(d, (2, 2, 2, 2), value=big)
+        nd = d.clone()
+        for dy, dx, wt in offsets:
+            torch.minimum(nd, dp[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + wt, out=nd)
         if torch.equal(nd, d):
             break
         d = nd
