@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import metrics
+from ._alloc import release_free_memory
 from .corruptions import REGISTRY, apply, load_suite
 from .corruptions._ops import to_uint8
 from .corruptions._rng import image_seed
@@ -211,8 +212,12 @@ class Evaluation:
                     if cfg.clean_data is None and self.suite.layout != "npy":
                         raise EvaluationError("the clean error needs the clean images: pass --clean-data "
                                               "(e.g. /datasets/imagenet/val), or --no-clean to skip it")
-                    self.clean_src = (CifarSource.open(None, self.suite.meta["dataset"]) if cfg.clean_data is None
-                                      else self._clean(cfg.clean_data))
+                    try:
+                        self.clean_src = (CifarSource.open(None, self.suite.meta["dataset"])
+                                          if cfg.clean_data is None else self._clean(cfg.clean_data))
+                    except DatasetMissing as e:
+                        raise EvaluationError(f"the clean error needs the clean test set: pass --clean-data DIR, "
+                                              f"or --no-clean to skip it. ({e})") from None
         except DatasetMissing as e:
             raise EvaluationError(str(e)) from None
         srcs = [s for s in (self.clean_src, self.official) if s is not None]
@@ -226,7 +231,7 @@ class Evaluation:
                                   "test set in the same order")
         self.labels = torch.as_tensor(labels[0])
         self.n = n.pop() if self.cfg.limit is None else min(self.cfg.limit, n.pop())
-        if isinstance(srcs[0], ArraySource):
+        if isinstance(srcs[0], ArraySource) and (srcs[0].classes or self.suite.layout != "npy"):
             self.num_classes = len(srcs[0].classes) if srcs[0].classes else int(srcs[0].labels.max()) + 1
         elif self.suite.layout == "npy":
             self.num_classes = {"cifar10": 10, "cifar100": 100}[self.suite.meta["dataset"]]
@@ -344,6 +349,8 @@ class Evaluation:
             for f in FIELDS:
                 parts[cell][f].append(stats[f])
             advance(len(stats["correct"]))
+            if self.device.type == "cpu":
+                release_free_memory()
 
         on_clean = [cell for cell in pending if cell == CLEAN or self.source_kind == "generate"]
         if on_clean:
