@@ -23,7 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="rb-eval", description=__doc__, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     m = ap.add_argument_group("model")
-    m.add_argument("--model", help="path/to/file.py:factory (a callable returning an nn.Module)")
+    m.add_argument("--model", help="a zoo card id (rb-zoo list), a card.toml, or path/to/file.py:factory "
+                   "(a callable returning an nn.Module)")
+    m.add_argument("--weights", help="weights for a zoo card (default: the torch hub / HF caches, then download)")
     m.add_argument("--checkpoint", help="weights (.safetensors, or a torch state dict); with --arch")
     m.add_argument("--arch", help="builder for --checkpoint: timm:NAME or torchvision:NAME")
     m.add_argument("--num-classes", type=int, help="classes of --arch (default: the suite's dataset)")
@@ -98,10 +100,19 @@ def build_model(args, suite):
     info: dict = {}
     if args.model and args.arch:
         raise ModelError("pass either --model or --arch with --checkpoint, not both")
+    if args.model and not args.model.rpartition(":")[0].endswith(".py"):
+        from ..zoo import WeightsMissing, get_card, load_model
+
+        try:
+            card = get_card(args.model)
+            if card.dataset != suite.meta.get("dataset", "imagenet" if suite.id == "imagenet-c" else "tinyimagenet"):
+                raise ModelError(f"card {card.id} is a {card.dataset} model; {suite.id} needs one trained on "
+                                 f"{suite.meta.get('dataset', suite.id.removesuffix('-c'))}")
+            model, pre, info = load_model(card, args.weights or args.checkpoint, args.trust_checkpoint)
+        except WeightsMissing as e:
+            raise ModelError(str(e)) from None
+        return model, pre, info
     if args.model:
-        if ":" not in args.model or not args.model.rpartition(":")[0].endswith(".py"):
-            raise ModelError(f"--model {args.model!r}: the model zoo is not in this version yet; pass "
-                             "path/to/file.py:factory, or --checkpoint PATH --arch timm:NAME")
         model = load_factory(args.model)
         file = Path(args.model.rpartition(":")[0]).expanduser()
         info = {"id": f"{file.stem}.{args.model.rpartition(':')[2]}", "factory": args.model,

@@ -1,0 +1,73 @@
+"""rb-zoo: the model cards: list them, show one, fetch and verify weights ahead of an offline run."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+EXAMPLES = """examples:
+  rb-zoo list                      # every card
+  rb-zoo list 'resnet*'            # shell-style pattern
+  rb-zoo list --dataset cifar10
+  rb-zoo show resnet50_augmix      # the whole card
+  rb-zoo download resnet50_augmix  # into the torch hub cache, sha256-checked
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rb-zoo", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["list", "show", "download"])
+    ap.add_argument("name", nargs="?", default=None, help="card id (list: a pattern)")
+    ap.add_argument("--dataset", help="list: only cards of this dataset")
+    args = ap.parse_args(argv)
+    out, err = Console(), Console(stderr=True, soft_wrap=True)
+    from ..zoo import WeightsMissing, cards, get_card, resolve_weights, torch_hub_dir
+
+    if args.what == "list":
+        t = Table(title="model cards (reported numbers in %, from the card's citation)")
+        for h in ("id", "dataset", "architecture", "params", "clean err", "corruption err / mCE", "weights"):
+            t.add_column(h, justify="right" if h in ("params", "clean err", "corruption err / mCE") else "left",
+                         no_wrap=h == "id")
+        for c in cards(args.name or "*", args.dataset):
+            r = c.reported
+            ce = r.get("mce", r.get("mean_corruption_error"))
+            file = c.weights.get("file")
+            state = ("cached" if file and (torch_hub_dir() / file).is_file() else "downloadable") if c.has_weights \
+                else "none shipped"
+            t.add_row(c.id, c.dataset, c.builder, f"{c.params / 1e6:.1f}M",
+                      "-" if r.get("clean_error") is None else f"{r['clean_error']:.1f}",
+                      "-" if ce is None else f"{ce:.1f}" + (" mCE" if "mce" in r else ""), state)
+        out.print(t)
+        return 0
+    if not args.name:
+        err.print(f"[red]rb-zoo:[/] {args.what} needs a card id (rb-zoo list shows them)")
+        return 2
+    try:
+        card = get_card(args.name)
+    except ValueError as e:
+        err.print(f"[red]rb-zoo:[/] {e}")
+        return 2
+    if args.what == "show":
+        out.print(f"[bold]{card.id}[/]: {card.name}  ({card.path})")
+        for key in ("dataset", "num_classes", "builder", "params", "note"):
+            out.print(f"  {key}: {getattr(card, key)}")
+        for sec in ("weights", "preprocess", "recipe", "reported"):
+            out.print(f"  [{sec}]")
+            for k, v in getattr(card, sec).items():
+                out.print(f"    {k}: {v}")
+        return 0
+    try:
+        path = resolve_weights(card)
+    except WeightsMissing as e:
+        err.print(f"[red]rb-zoo:[/] {e}")
+        return 2
+    out.print(f"{card.id}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Model cards (``zoo/*.toml``) and resolving a card to a model with its weights and preprocessing.
+
+Weights are looked for, in order: an explicit path (``--weights``); the torch hub cache
+(``$TORCH_HOME/hub/checkpoints/<file>``, default ``~/.cache/torch``) and, for cards with a Hugging Face
+id, the HF hub cache (``$HF_HOME``; ``HF_HUB_OFFLINE=1`` is honoured); then a download into the torch
+hub cache, checked against the card's sha256 (or the sha256 prefix torchvision and timm put in file
+names). Never a folder relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import importlib.resources
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
+            "reported")
+DATASETS = ("imagenet", "cifar10", "cifar100", "tinyimagenet")
+
+
+class WeightsMissing(FileNotFoundError):
+    """A card's weights are neither given, cached, nor downloadable here."""
+
+
+@dataclass(frozen=True)
+class Card:
+    id: str
+    name: str
+    dataset: str
+    num_classes: int
+    builder: str
+    params: int
+    weights: Mapping[str, Any]
+    preprocess: Mapping[str, Any]
+    recipe: Mapping[str, Any]
+    reported: Mapping[str, Any]
+    note: str = ""
+    builder_args: Mapping[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.weights.get("url") or self.weights.get("hf_hub_id"))
+
+
+def _card_files() -> dict[str, Any]:
+    checkout = Path(__file__).resolve().parents[1] / "zoo"
+    root: Any = checkout if checkout.is_dir() and any(checkout.glob("*.toml")) else \
+        importlib.resources.files("robustbench_augmix._zoo")
+    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def parse_card(raw: Mapping[str, Any], where: str) -> Card:
+    """Check a card's fields and freeze it; errors name the file and the field."""
+    missing = [k for k in REQUIRED if k not in raw]
+    if missing:
+        raise ValueError(f"{where}: model card lacks {missing}")
+    if raw["dataset"] not in DATASETS:
+        raise ValueError(f"{where}: dataset {raw['dataset']!r} is not one of {DATASETS}")
+    if ":" not in raw["builder"]:
+        raise ValueError(f"{where}: builder {raw['builder']!r} must look like timm:NAME, torchvision:NAME, cifar:NAME")
+    pre = raw["preprocess"]
+    for k in ("input_size", "mean", "std"):
+        if k not in pre:
+            raise ValueError(f"{where}: [preprocess] lacks {k}")
+    if len(pre["mean"]) != 3 or len(pre["std"]) != 3:
+        raise ValueError(f"{where}: [preprocess] mean and std need 3 values")
+    rep = raw["reported"]
+    if any(k in rep for k in ("clean_error", "mce", "mean_corruption_error")) and not rep.get("citation"):
+        raise ValueError(f"{where}: [reported] numbers need a citation")
+    w = raw["weights"]
+    if (w.get("url") or w.get("hf_hub_id")) and not (w.get("sha256") or w.get("sha256_prefix") or w.get("hf_hub_id")):
+        raise ValueError(f"{where}: [weights] with a url need sha256 or sha256_prefix")
+    if "licence" not in w:
+        raise ValueError(f"{where}: [weights] lacks licence")
+    freeze = lambda d: MappingProxyType(dict(d))  # noqa: E731
+    return Card(id=raw["id"], name=raw["name"], dataset=raw["dataset"], num_classes=int(raw["num_classes"]),
+                builder=raw["builder"], params=int(raw["params"]), weights=freeze(w), preprocess=freeze(pre),
+                recipe=freeze(raw["recipe"]), reported=freeze(rep), note=raw.get("note", ""),
+                builder_args=freeze(raw.get("builder_args", {})), path=where)
+
+
+@functools.cache
+def _cards() -> dict[str, Card]:
+    out = {}
+    for cid, f in sorted(_card_files().items()):
+        card = parse_card(tomllib.loads(f.read_text(encoding="utf-8")), str(f))
+        if card.id != cid:
+            raise ValueError(f"{f}: id {card.id!r} differs from the file name")
+        out[cid] = card
+    return out
+
+
+def cards(pattern: str = "*", dataset: str | None = None) -> list[Card]:
+    """Cards whose id matches a shell-style ``pattern`` (``'resnet*'``), optionally of one dataset."""
+    return [c for cid, c in _cards().items() if fnmatch.fnmatch(cid, pattern) and (dataset in (None, c.dataset))]
+
+
+def get_card(name: str) -> Card:
+    """A card by id, or from a ``card.toml`` path (e.g. one ``rb-train`` wrote)."""
+    if name.endswith(".toml") and Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+        return parse_card(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
+    if name not in _cards():
+        import difflib
+
+        near = difflib.get_close_matches(name, list(_cards()), n=3)
+        raise ValueError(f"no model card {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
+                         + " (rb-zoo list shows them)")
+    return _cards()[name]
+
+
+# ------------------------------------------------------------------------------------- weights
+def torch_hub_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(card: Card, path: Path) -> Path:
+    digest = None
+    if card.weights.get("sha256"):
+        digest = _sha256(path)
+        ok = digest == card.weights["sha256"]
+    elif card.weights.get("sha256_prefix"):
+        digest = _sha256(path)
+        ok = digest.startswith(card.weights["sha256_prefix"])
+    else:
+        ok = True
+    if not ok:
+        raise WeightsMissing(f"{path} does not match card {card.id} (sha256 {digest}, expected "
+                             f"{card.weights.get('sha256') or card.weights['sha256_prefix'] + '...'}); delete it "
+                             "and download again, or pass the right file with --weights")
+    return path
+
+
+def resolve_weights(card: Card, weights: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The local file holding ``card``'s weights, following the order in the module docstring."""
+    if weights is not None:
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise WeightsMissing(f"--weights {p} does not exist")
+        return p
+    w = card.weights
+    if not card.has_weights:
+        raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}); pass a "
+                             "state dict with --weights PATH")
+    file = w.get("file") or (w["url"].rsplit("/", 1)[1] if w.get("url") else None)
+    cached = torch_hub_dir() / file if file else None
+    if cached is not None and cached.is_file():
+        return _verify(card, cached)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    hf = _hf_file(w, local_only=True) if w.get("hf_hub_id") else None
+    if hf is not None:
+        return hf
+    if download and not offline and w.get("url"):
+        import torch
+
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(w["url"], str(cached), hash_prefix=w.get("sha256_prefix"), progress=True)
+            return _verify(card, cached)
+        except Exception as e:
+            cached.unlink(missing_ok=True)
+            reason = f"{type(e).__name__}: {e}"
+    elif download and not offline and w.get("hf_hub_id") and (hf := _hf_file(w, local_only=False)) is not None:
+        return hf
+    else:
+        reason = "downloads are off (HF_HUB_OFFLINE or download=False)"
+    where = f"{cached}" + (f" or the Hugging Face cache of {w['hf_hub_id']}" if w.get("hf_hub_id") else "")
+    raise WeightsMissing(
+        f"the weights of {card.id} are not here: expected {where}. Could not download {w.get('url')} ({reason}). "
+        f"Fetch it on a machine with access ('rb-zoo download {card.id}') and copy {file} into {cached.parent}, "
+        "or pass --weights PATH."
+    )
+
+
+def _hf_file(w: Mapping[str, Any], local_only: bool) -> Path | None:
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(w["hf_hub_id"], w.get("hf_hub_filename", "model.safetensors"),
+                                    local_files_only=local_only))
+    except Exception:  # not cached, offline, or unreachable
+        return None
+
+
+def load_model(name: str | Card, weights: str | os.PathLike | None = None, trust: bool = False,
+               download: bool = True):
+    """``(model, preprocess, info)`` for a card: the architecture, its weights loaded safely, and the
+    preprocessing the card declares (normalisation; resizing only when the input size differs)."""
+    from .evaluation import Preprocess
+    from .models import build, load_weights
+
+    card = name if isinstance(name, Card) else get_card(name)
+    model = build(card.builder, num_classes=card.num_classes, **dict(card.builder_args))
+    path = resolve_weights(card, weights, download)
+    load_weights(model, path, trust)
+    pre = card.preprocess
+    preprocess = Preprocess(mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                            interpolation=pre.get("interpolation", "bilinear"))
+    info = {"id": card.id, "card": card.path, "builder": card.builder, "weights": str(path),
+            "weights_sha256": _sha256(path)}
+    return model, preprocess, info

@@ -1,0 +1,128 @@
+"""Model cards: the schema over every card, every builder, parameter counts, weights resolution from a
+file and from a populated cache (no network), the offline error, and a card through rb-eval."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from robustbench_augmix import zoo
+from robustbench_augmix.cli.eval import main as eval_main
+from robustbench_augmix.cli.zoo import main as zoo_main
+from robustbench_augmix.models import build
+
+CARDS = zoo.cards()
+
+
+def test_cards_exist_and_ids_are_unique():
+    ids = [c.id for c in CARDS]
+    assert len(ids) == len(set(ids))
+    assert {"alexnet", "resnet50", "resnet50_augmix", "wrn40_2_augmix_cifar10"} <= set(ids)
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.id)
+def test_every_card_builds_runs_and_counts_its_parameters(card):
+    m = build(card.builder, num_classes=card.num_classes, **dict(card.builder_args)).eval()
+    assert sum(p.numel() for p in m.parameters()) == card.params
+    size = 32 if card.dataset.startswith("cifar") else 96
+    with torch.no_grad():
+        assert m(torch.rand(2, 3, size, size)).shape == (2, card.num_classes)
+    assert card.reported.get("citation"), "reported numbers need a citation"
+    assert card.weights.get("licence")
+    if card.has_weights and card.weights.get("url"):
+        assert card.weights.get("sha256") or card.weights.get("sha256_prefix")
+
+
+def test_card_schema_errors_name_the_field():
+    raw = {"id": "x", "name": "x", "dataset": "mnist", "num_classes": 10, "builder": "cifar:wrn40_2", "params": 1,
+           "weights": {"licence": "MIT"}, "preprocess": {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
+           "recipe": {}, "reported": {}}
+    with pytest.raises(ValueError, match="dataset 'mnist'"):
+        zoo.parse_card(raw, "x.toml")
+    with pytest.raises(ValueError, match="citation"):
+        zoo.parse_card({**raw, "dataset": "cifar10", "reported": {"clean_error": 5.0}}, "x.toml")
+    with pytest.raises(ValueError, match="lacks"):
+        zoo.parse_card({k: v for k, v in raw.items() if k != "recipe"}, "x.toml")
+
+
+def _tiny_card(tmp_path, weights_file):
+    digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+    text = f'''id = "tiny_wrn"
+name = "test card"
+dataset = "cifar10"
+num_classes = 10
+builder = "cifar:wrn40_2"
+params = 2243546
+[weights]
+url = "https://example.invalid/{weights_file.name}"
+file = "{weights_file.name}"
+sha256_prefix = "{digest[:8]}"
+licence = "test"
+[preprocess]
+input_size = 32
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+[recipe]
+text = "none"
+[reported]
+'''
+    path = tmp_path / "tiny_wrn.toml"
+    path.write_text(text)
+    return zoo.get_card(str(path))
+
+
+def test_weights_from_file_cache_and_the_offline_error(tmp_path, monkeypatch):
+    from robustbench_augmix.models.cifar import wrn40_2
+
+    model = wrn40_2()
+    src = tmp_path / "tiny_wrn-weights.pth"
+    torch.save(model.state_dict(), src)
+    card = _tiny_card(tmp_path, src)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert zoo.resolve_weights(card, src) == src                                   # explicit path first
+    with pytest.raises(zoo.WeightsMissing, match=r"tiny_wrn-weights.pth.*torch/hub/checkpoints.*--weights"):
+        zoo.resolve_weights(card)                                                  # offline and not cached
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / src.name).write_bytes(src.read_bytes())
+    assert zoo.resolve_weights(card) == cache / src.name                           # found in the cache
+    m, pre, info = zoo.load_model(card)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), model.state_dict().values(), strict=True))
+    assert pre.mean == (0.5, 0.5, 0.5) and info["weights_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    (cache / src.name).write_bytes(b"corrupt")
+    with pytest.raises(zoo.WeightsMissing, match="does not match"):
+        zoo.resolve_weights(card)
+
+
+def test_a_card_through_rb_eval(tmp_path, cifar_root):
+    from safetensors.torch import save_file
+
+    from robustbench_augmix.models.cifar import wrn40_2
+
+    root, _ = cifar_root
+    w = tmp_path / "w.safetensors"
+    save_file(wrn40_2().state_dict(), str(w))
+    card = _tiny_card(tmp_path, w)
+    out = tmp_path / "res"
+    assert eval_main(["--model", card.path, "--weights", str(w), "--data", str(root), "--corruptions", "fog",
+                      "--severities", "1", "--out", str(out), "--no-progress", "--bootstrap", "20"]) == 0
+    doc = json.loads((out / "tiny_wrn__cifar10-c.json").read_text())
+    assert doc["model"]["id"] == "tiny_wrn" and doc["model"]["weights_sha256"]
+    assert doc["preprocess"]["mean"] == [0.5, 0.5, 0.5]
+    # A CIFAR card on ImageNet-C is refused.
+    assert eval_main(["--model", card.path, "--weights", str(w), "--suite", "imagenet-c", "--data", str(tmp_path),
+                      "--out", str(out)]) == 2
+
+
+def test_rb_zoo_list_and_show(capsys):
+    assert zoo_main(["list", "resnet*"]) == 0
+    outp = capsys.readouterr().out
+    assert "resnet50_augmix" in outp and "wrn40_2" not in outp
+    assert zoo_main(["show", "resnet50_augmix"]) == 0
+    assert "timm/resnet50.am_in1k" in capsys.readouterr().out
+    assert zoo_main(["show", "resnet50_augmx"]) == 2
+    assert "did you mean" in capsys.readouterr().err
