@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import hashlib
 import importlib.resources
 import os
 import sys
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from .generate import _sha256
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,14 +129,6 @@ def torch_hub_dir() -> Path:
     import torch
 
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify(card: Card, path: Path) -> Path:

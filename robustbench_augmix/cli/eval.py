@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -82,19 +81,12 @@ def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
     return v
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_model(args, suite):
     """The model, its preprocessing and its provenance from the CLI arguments."""
     from dataclasses import replace
 
     from ..evaluation import Preprocess
+    from ..generate import _sha256
     from ..models import ModelError, build, default_preprocess, load_factory, load_weights
 
     info: dict = {}
