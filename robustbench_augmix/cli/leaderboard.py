@@ -1,0 +1,48 @@
+"""rb-leaderboard: one comparison table from many rb-eval result files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+EXAMPLES = """examples:
+  rb-leaderboard results/*.json
+  rb-leaderboard results/*.json --format markdown --per-corruption
+  rb-leaderboard results/*.json --format csv > board.csv
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="rb-leaderboard", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", help="result JSON files written by rb-eval")
+    ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex"], default="terminal")
+    ap.add_argument("--per-corruption", action="store_true", help="the paper-style table: one column per corruption")
+    ap.add_argument("--allow-mixed", action="store_true", help="rank results of different protocols together")
+    ap.add_argument("--out", help="write to this file instead of stdout")
+    args = ap.parse_args(argv)
+    err = Console(stderr=True, soft_wrap=True)
+    from ..report import MixedProtocols, leaderboard, load_results, to_csv, to_latex, to_markdown, to_rich
+
+    try:
+        board = leaderboard(load_results(args.results), allow_mixed=args.allow_mixed)
+    except (MixedProtocols, ValueError) as e:
+        err.print(f"[bold red]rb-leaderboard:[/] {e}")
+        return 2
+    if args.format == "terminal":
+        Console(file=open(args.out, "w") if args.out else None).print(to_rich(board))
+        return 0
+    text = {"markdown": lambda: to_markdown(board, args.per_corruption), "csv": lambda: to_csv(board),
+            "latex": lambda: to_latex(board)}[args.format]()
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Leaderboards from ``rb-eval`` result files: the RobustBench-style board and the paper-style
+per-corruption table, as rich tables, Markdown, CSV or LaTeX.
+
+Results are ranked together only when they share a protocol: the suite and its table hash, the data
+source (generated on the fly or official files), the storage JPEG setting, and completeness (no
+``--limit``, all 15 corruptions x 5 severities, clean included). Otherwise :class:`MixedProtocols` is
+raised unless ``allow_mixed=True``, and the rows are then marked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class MixedProtocols(ValueError):
+    pass
+
+
+def protocol_key(doc: dict) -> tuple:
+    """What must agree for two results to be ranked together."""
+    d, s, p = doc["data"], doc["suite"], doc["protocol"]
+    subset = () if p.get("complete") else (tuple(p["corruptions"]), tuple(p["severities"]), d.get("limit"),
+                                           d.get("n_images"))
+    return (s["id"], s["table_hash"], d["source"], d.get("storage_jpeg"), bool(p.get("complete")), subset)
+
+
+def _describe(key: tuple) -> str:
+    suite, table, source, jpeg, complete, subset = key
+    part = ""
+    if not complete:
+        corr, sev, limit, n = subset
+        part = f", PARTIAL ({len(corr)} corruptions x severities {list(sev)}, {n} images{', --limit' if limit else ''})"
+    return f"{suite} (table {table[:10]}), {source} data" + (f", storage JPEG q{jpeg}" if jpeg else "") + part
+
+
+def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    docs = []
+    for p in paths:
+        try:
+            doc = json.loads(Path(p).read_text())
+            doc["_path"] = str(p)
+            if not str(doc.get("schema", "")).startswith("robustbench-augmix/results/"):
+                raise ValueError("not a robustbench-augmix results file")
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{p}: cannot read it as an rb-eval result ({e})") from None
+        docs.append(doc)
+    if not docs:
+        raise ValueError("no result files given")
+    return docs
+
+
+@dataclass
+class Board:
+    protocol: str
+    rows: list[dict]
+    corruptions: list[str]
+    mixed: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _reported(model_id: str) -> dict:
+    try:
+        from ..zoo import get_card
+
+        return dict(get_card(model_id).reported)
+    except ValueError:
+        return {}
+
+
+def leaderboard(results: Sequence[dict], allow_mixed: bool = False) -> Board:
+    """Rank results by mCE when every result has one, else by mean corruption error (lower first)."""
+    keys = {protocol_key(d) for d in results}
+    if len(keys) > 1 and not allow_mixed:
+        raise MixedProtocols(
+            "these results were measured under different protocols and are not comparable:\n  "
+            + "\n  ".join(sorted(_describe(k) for k in keys))
+            + "\nRank each group separately, or pass --allow-mixed to see them together (rows are then marked)."
+        )
+    use_mce = all("mce" in d["aggregates"] for d in results)
+    metric = "mce" if use_mce else "mean_corruption_error"
+    rows = []
+    for d in results:
+        a = d["aggregates"]
+        rep = _reported(d["model"]["id"])
+        row = {
+            "model": d["model"]["id"], "architecture": d["model"].get("builder", d["model"].get("factory", "-")),
+            "clean_error": _pct(a.get("clean_error")), "mean_corruption_error": _pct(a.get("mean_corruption_error")),
+            "mce": _pct(a.get("mce")), "relative_mce": _pct(a.get("relative_mce")),
+            "rms_calibration_error": _pct(a.get("rms_calibration_error")),
+            "source": "measured", "protocol": _describe(protocol_key(d)), "file": d["_path"],
+            "per_corruption": {c: _pct(v) for c, v in a.get("ce" if use_mce else "corruption_error", {}).items()},
+        }
+        for k in ("clean_error", "mce", "mean_corruption_error"):
+            if k in rep and row[k] is not None:
+                row[f"reported_{k}"] = rep[k]
+                row[f"delta_{k}"] = round(row[k] - rep[k], 2)
+        rows.append(row)
+    rows.sort(key=lambda r: (r[metric] is None, r[metric] if r[metric] is not None else 0.0))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    from ..corruptions import load_suite
+
+    table_order = {n: i for i, n in enumerate(load_suite(results[0]["suite"]["id"]).names(extra=True))}
+    corr = sorted(dict.fromkeys(c for r in rows for c in r["per_corruption"]), key=lambda c: table_order.get(c, 99))
+    return Board(protocol=" | ".join(sorted(_describe(k) for k in keys)), rows=rows, corruptions=corr,
+                 mixed=len(keys) > 1)
+
+
+def _pct(v):
+    return None if v is None else round(100 * float(v), 2)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+COLUMNS = [("rank", "rank"), ("model", "model"), ("architecture", "architecture"), ("clean_error", "clean err"),
+           ("mean_corruption_error", "corr. err"), ("mce", "mCE"), ("relative_mce", "rel. mCE"),
+           ("rms_calibration_error", "RMS calib."), ("delta", "vs reported")]
+
+
+def _cells(r: dict) -> list[str]:
+    out = []
+    for key, _ in COLUMNS:
+        if key == "delta":
+            parts = [f"{k.removeprefix('delta_')} {r[k]:+.2f}" for k in r if k.startswith("delta_")]
+            out.append(", ".join(parts) or "-")
+        elif isinstance(r.get(key), float):
+            out.append(_fmt(r[key]))
+        else:
+            out.append("-" if r.get(key) is None else str(r[key]))
+    return out
+
+
+def to_markdown(board: Board, per_corruption: bool = False) -> str:
+    lines = [f"Protocol: {board.protocol}" + (" (MIXED: not comparable)" if board.mixed else ""), ""]
+    if per_corruption:
+        head = ["model", *board.corruptions, "mean"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in board.rows:
+            vals = [r["per_corruption"].get(c) for c in board.corruptions]
+            have = [v for v in vals if v is not None]
+            mean = sum(have) / len(have) if have else None
+            lines.append("| " + " | ".join([r["model"], *map(_fmt, vals), _fmt(mean)]) + " |")
+        return "\n".join(lines)
+    lines += ["| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in board.rows]
+    return "\n".join(lines)
+
+
+def to_csv(board: Board) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([k for k, _ in COLUMNS[:-1]] + ["protocol", "file"] + board.corruptions)
+    for r in board.rows:
+        w.writerow([r.get(k) for k, _ in COLUMNS[:-1]] + [r["protocol"], r["file"]]
+                   + [r["per_corruption"].get(c) for c in board.corruptions])
+    return buf.getvalue()
+
+
+def to_latex(board: Board) -> str:
+    def esc(s: str) -> str:
+        return s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+    cols = COLUMNS[:-1]
+    out = [r"\begin{tabular}{" + "l" * 3 + "r" * (len(cols) - 3) + "}", r"\toprule",
+           " & ".join(esc(h) for _, h in cols) + r" \\", r"\midrule"]
+    out += [" & ".join(esc(c) for c in _cells(r)[:-1]) + r" \\" for r in board.rows]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out)
+
+
+def to_rich(board: Board):
+    from rich.table import Table
+
+    t = Table(title="robustness leaderboard (errors in %, lower is better)",
+              caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else ""))
+    for _, h in COLUMNS:
+        t.add_column(h, justify="right" if h not in ("model", "architecture", "vs reported") else "left")
+    for r in board.rows:
+        t.add_row(*_cells(r))
+    return t

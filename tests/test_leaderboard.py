@@ -1,0 +1,74 @@
+"""rb-leaderboard on result files that real rb-eval runs in this test produce."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+import torch
+
+from robustbench_augmix.cli.eval import main as eval_main
+from robustbench_augmix.cli.leaderboard import main as board_main
+from robustbench_augmix.report import MixedProtocols, leaderboard, load_results, to_csv, to_latex, to_markdown
+
+CELLS = ["--corruptions", "gaussian_noise,contrast", "--severities", "2,4", "--no-progress", "--bootstrap", "20"]
+
+
+@pytest.fixture
+def results(tmp_path, cifar_root):
+    from safetensors.torch import save_file
+
+    from robustbench_augmix.models.cifar import wrn40_2
+
+    root, _ = cifar_root
+    out = tmp_path / "res"
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        w = tmp_path / f"w{seed}.safetensors"
+        save_file(wrn40_2().state_dict(), str(w))
+        # A real zoo card id with our own (untrained) weights: measured vs reported deltas appear.
+        assert eval_main(["--model", "wrn40_2_augmix_cifar10", "--weights", str(w), "--data", str(root),
+                          "--out", str(out), "--name", f"wrn{seed}", *CELLS]) == 0
+        files.append(out / f"wrn{seed}.json")
+    assert eval_main(["--model", "wrn40_2_augmix_cifar10", "--weights", str(w), "--data", str(root), "--out",
+                      str(out), "--name", "other", "--corruptions", "fog", "--severities", "1", "--no-progress"]) == 0
+    return files, out / "other.json"
+
+
+def test_ranking_formats_and_deltas(results, capsys):
+    files, _ = results
+    docs = load_results(files)
+    board = leaderboard(docs)
+    mce = [d["aggregates"]["mean_corruption_error"] for d in docs]
+    assert [r["model"] for r in board.rows] == ["wrn40_2_augmix_cifar10"] * 2
+    assert [r["file"] for r in board.rows] == [str(f) for _, f in sorted(zip(mce, files, strict=True))]
+    r = board.rows[0]
+    assert r["reported_mean_corruption_error"] == 11.2
+    assert r["delta_mean_corruption_error"] == pytest.approx(r["mean_corruption_error"] - 11.2, abs=0.01)
+    rows = list(csv.DictReader(io.StringIO(to_csv(board))))
+    assert len(rows) == 2 and rows[0]["rank"] == "1" and set(board.corruptions) <= set(rows[0])
+    md = to_markdown(board).splitlines()
+    table = [line for line in md if line.startswith("|")]
+    assert len(table) == 2 + 2 and len({line.count("|") for line in table}) == 1
+    per = [line for line in to_markdown(board, per_corruption=True).splitlines() if line.startswith("|")]
+    assert per[0].split("|")[2].strip() == "gaussian_noise" and per[0].split("|")[-2].strip() == "mean"
+    tex = to_latex(board)
+    assert tex.count(r"\\") == 3 and r"wrn40\_2" in tex
+    assert board_main([str(f) for f in files]) == 0
+    assert "wrn40_2_augmix_cifar10" in capsys.readouterr().out
+
+
+def test_mixed_protocols_are_refused(results, capsys, tmp_path):
+    files, other = results
+    with pytest.raises(MixedProtocols, match="not comparable"):
+        leaderboard(load_results([*files, other]))
+    assert board_main([*map(str, files), str(other)]) == 2
+    assert "--allow-mixed" in capsys.readouterr().err
+    board = leaderboard(load_results([*files, other]), allow_mixed=True)
+    assert board.mixed and len(board.rows) == 3
+    bad = tmp_path / "x.json"
+    bad.write_text(json.dumps({"hello": 1}))
+    assert board_main([str(bad)]) == 2
