@@ -181,7 +181,8 @@ def to_rich(board: Board):
     t = Table(title="robustness leaderboard (errors in %, lower is better)",
               caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else ""))
     for _, h in COLUMNS:
-        t.add_column(h, justify="right" if h not in ("model", "architecture", "vs reported") else "left")
+        t.add_column(h, justify="right" if h not in ("model", "architecture", "vs reported") else "left",
+                     no_wrap=h == "model", overflow="fold")
     for r in board.rows:
         t.add_row(*_cells(r))
     return t
