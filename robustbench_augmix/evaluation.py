@@ -34,9 +34,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from ._alloc import release_free_memory
-from .corruptions import REGISTRY, apply, load_suite
-from .corruptions._ops import to_uint8
-from .corruptions._rng import image_seed
+from .corruptions import REGISTRY, corrupt_levels, load_suite
 from .corruptions.digital import jpeg_roundtrip_u8
 from .corruptions.suites import SEVERITIES, Suite
 from .data.sources import (
@@ -305,8 +303,7 @@ class Evaluation:
                                            num_workers=self.cfg.workers, collate_fn=_collate)
 
     def _corrupt(self, x: torch.Tensor, c: str, s: int, idx: torch.Tensor) -> torch.Tensor:
-        seeds = [image_seed(self.cfg.seed, self.suite.id, c, s, int(i)) for i in idx]
-        y = to_uint8(apply(x, c, s, suite=self.suite.id, seeds=seeds))
+        y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.cfg.seed, index=idx.tolist())
         if self.storage_jpeg:
             q = self.suite.jpeg_quality or 85
             u8 = jpeg_roundtrip_u8(np.ascontiguousarray(y.permute(0, 2, 3, 1).cpu().numpy()), q)

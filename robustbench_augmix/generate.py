@@ -28,9 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .corruptions import REGISTRY, apply, load_suite
-from .corruptions._ops import to_uint8
-from .corruptions._rng import image_seed
+from .corruptions import REGISTRY, corrupt_levels, load_suite
 from .data.sources import SourceImageError, open_source
 
 STATE_DIR = ".rba"
@@ -159,8 +157,8 @@ class Generator:
 
     def _corrupt(self, imgs: np.ndarray, idx: Sequence[int], c: str, s: int) -> np.ndarray:
         x = torch.from_numpy(imgs).to(self.plan.device).permute(0, 3, 1, 2).float() / 255
-        seeds = [image_seed(self.plan.seed, self.suite.id, c, s, i) for i in idx]
-        return to_uint8(apply(x, c, s, suite=self.suite.id, seeds=seeds)).permute(0, 2, 3, 1).cpu().numpy()
+        y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.plan.seed, index=idx)
+        return y.permute(0, 2, 3, 1).cpu().numpy()
 
     # ---------------------------------------------------------------- layouts
     def _run_npy_unit(self, c: str) -> dict[str, str]:

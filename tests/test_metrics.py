@@ -79,9 +79,14 @@ def test_rms_quirk_equals_reference_code(n):
     corr = rng.uniform(size=n) < conf ** 1.5
     assert metrics.rms_calibration_error(conf, corr, reference_quirk=True) == pytest.approx(
         reference_calib_err(conf, corr), abs=1e-12)
-    # The correct definition counts the last bin as well, and differs from the reference by it.
-    full = metrics.rms_calibration_error(conf, corr)
-    assert full >= metrics.rms_calibration_error(conf, corr, reference_quirk=True)
+    # The correct definition adds exactly the last bin's term: (n_last / N) * gap_last^2, computed here
+    # from the sorted samples (the last bin holds bin_size + N % bin_size of them).
+    order = np.argsort(conf)
+    n_last = 100 + n % 100
+    gap = conf[order][-n_last:].mean() - corr[order][-n_last:].mean()
+    quirk = reference_calib_err(conf, corr)
+    assert metrics.rms_calibration_error(conf, corr) == pytest.approx(
+        math.sqrt(quirk**2 + n_last / n * gap**2), abs=1e-12)
 
 
 def test_rms_weights_equal_repeated_samples():

@@ -22,7 +22,7 @@ from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names,
 
 __all__ = [
     "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite",
-    "apply", "corrupt", "corruption_names", "load_suite", "set_frost_dir", "suites",
+    "apply", "corrupt", "corrupt_levels", "corruption_names", "load_suite", "set_frost_dir", "suites",
 ]
 
 
@@ -74,6 +74,15 @@ def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imag
     h, w = x.shape[-2:]
     draws = c.sample(Draws(seeds, x.device), h, w, params) if c.sample is not None else {}
     return c.apply(x, params, draws)
+
+
+def corrupt_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str, seed: int,
+                   index: Sequence[int]) -> torch.Tensor:
+    """What ``rb-corrupt`` stores and ``rb-eval`` scores: one cell applied to a validated batch with the
+    per-image seeds of (seed, suite, corruption, severity, index), as uint8 levels (N, 3, H, W)."""
+    s = load_suite(suite)
+    seeds = [image_seed(int(seed), s.id, corruption, severity, int(i)) for i in index]
+    return to_uint8(apply(x, corruption, severity, suite=s.id, seeds=seeds))
 
 
 def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c", seed: int = 0,

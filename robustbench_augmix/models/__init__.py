@@ -107,14 +107,13 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
+        except pickle.UnpicklingError:
             if not trust:
                 raise ModelError(
                     f"{path} is a full-pickle checkpoint, which can run arbitrary code when loaded; it was refused. "
                     "If you trust its origin, pass --trust-checkpoint (Python: trust=True); better, re-save "
                     "its state_dict with torch.save or as safetensors."
                 ) from None
-            del e
             sd = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as e:
             raise ModelError(f"{path} is not a checkpoint torch can read ({type(e).__name__}: {e})") from None
