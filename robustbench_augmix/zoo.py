@@ -29,7 +29,7 @@ else:  # pragma: no cover
 
 REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
             "reported")
-DATASETS = ("imagenet", "cifar10", "cifar100", "tinyimagenet")
+DATASETS = ("imagenet", "cifar10", "cifar100", "tinyimagenet", "digits")
 
 
 class WeightsMissing(FileNotFoundError):
@@ -54,7 +54,15 @@ class Card:
 
     @property
     def has_weights(self) -> bool:
-        return bool(self.weights.get("url") or self.weights.get("hf_hub_id"))
+        return bool(self.weights.get("url") or self.weights.get("hf_hub_id") or self.weights.get("path"))
+
+    @property
+    def local_weights(self) -> Path | None:
+        """``[weights] path`` (relative to the card's folder), as ``rb-train`` writes it."""
+        if not self.weights.get("path"):
+            return None
+        p = Path(self.weights["path"]).expanduser()
+        return p if p.is_absolute() else Path(self.path).parent / p
 
 
 def _card_files() -> dict[str, Any]:
@@ -156,6 +164,10 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
             raise WeightsMissing(f"--weights {p} does not exist")
         return p
     w = card.weights
+    if card.local_weights is not None:
+        if not card.local_weights.is_file():
+            raise WeightsMissing(f"card {card.id} names {card.local_weights}, which does not exist; pass --weights PATH")
+        return _verify(card, card.local_weights)
     if not card.has_weights:
         raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}); pass a "
                              "state dict with --weights PATH")

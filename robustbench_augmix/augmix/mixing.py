@@ -4,70 +4,129 @@ yields (clean, augmix_1, augmix_2) for the consistency loss, with randomness key
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .ops import DEFAULT_OPS, EXTRA_OPS, apply_op, sample_op
+from ..data.training import sample_key
+from .ops import DEFAULT_OPS, EXTRA_OPS, OpDraw, apply_op
+
+OPS = DEFAULT_OPS + EXTRA_OPS  # an op's index in MixDraw.op
+
+__all__ = ["AugMixDataset", "MixDraw", "augment_and_mix", "draw_mix", "mix_pil", "sample_key"]
 
 
-def sample_key(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """A generator for one sample's augmentation in one epoch."""
-    h = hashlib.blake2b(f"rba/v1/augmix/{seed}/{epoch}/{index}".encode(), digest_size=16).digest()
-    return np.random.default_rng(int.from_bytes(h, "little"))
+@dataclass(frozen=True)
+class MixDraw:
+    """All random choices of one AugMix view: chain weights ``ws`` (W,), skip weight ``m``, and per chain
+    slot ``op`` (W, D) indices into ``OPS`` (-1: the chain is shorter), ``level`` (W, D) in
+    [0.1, severity) and ``sign`` (W, D) of +-1."""
+
+    ws: np.ndarray
+    m: float
+    op: np.ndarray
+    level: np.ndarray
+    sign: np.ndarray
+
+    @property
+    def chains(self) -> tuple[tuple[OpDraw, ...], ...]:
+        return tuple(tuple(OpDraw(OPS[o], float(lv), int(sg)) for o, lv, sg in zip(ops, lvs, sgs) if o >= 0)
+                     for ops, lvs, sgs in zip(self.op, self.level, self.sign))
+
+
+def draw_mix(rng: np.random.Generator, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
+             all_ops: bool = False) -> MixDraw:
+    """Draw one view: ``ws ~ Dirichlet(alpha)``, ``m ~ Beta(alpha, alpha)``, each chain's depth
+    (``depth <= 0``: uniform over 1-3, per chain), and for every op slot an op uniformly (with replacement,
+    as ``np.random.choice``), a level ``U(0.1, severity)`` and a random sign, as the release draws them.
+    The release makes one NumPy call per choice; here a view's uniforms come in one block, which gives the
+    same distribution at a tenth of the cost."""
+    n_ops = len(DEFAULT_OPS) + (len(EXTRA_OPS) if all_ops else 0)
+    ws = rng.dirichlet([alpha] * width).astype(np.float32)
+    m = float(np.float32(rng.beta(alpha, alpha)))
+    max_depth = depth if depth > 0 else 3
+    depths = np.full(width, depth) if depth > 0 else rng.integers(1, 4, size=width)
+    u = rng.random((3, width, max_depth))
+    op = np.minimum((u[0] * n_ops).astype(np.int64), n_ops - 1)
+    op[np.arange(max_depth)[None, :] >= depths[:, None]] = -1
+    level = 0.1 + (severity - 0.1) * u[1]  # numpy's uniform(low, high) is low + (high - low) * random()
+    sign = np.where(u[2] > 0.5, -1, 1)
+    return MixDraw(ws, m, op, level, sign)
+
+
+def mix_pil(img: Image.Image, draw: MixDraw, preprocess: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """Apply a drawn view to a PIL image: ``(1 - m) * pre(x) + m * sum_i w_i * pre(chain_i(x))``, mixed
+    after ``preprocess`` (ToTensor + Normalize) in float, as the release does."""
+    clean = preprocess(img)
+    mix = torch.zeros_like(clean)
+    for w, chain in zip(draw.ws, draw.chains):
+        aug = img
+        for op in chain:
+            aug = apply_op(aug, op)
+        mix += float(w) * preprocess(aug)
+    return (1 - draw.m) * clean + draw.m * mix
 
 
 def augment_and_mix(img: Image.Image, rng: np.random.Generator, preprocess: Callable[[Image.Image], torch.Tensor],
                     severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
                     all_ops: bool = False) -> torch.Tensor:
-    """One AugMix view of a PIL image.
-
-    ``width`` chains of ``depth`` ops each (``depth <= 0``: 1-3, drawn per chain), chain weights
-    ``w ~ Dirichlet(alpha)``, skip weight ``m ~ Beta(alpha, alpha)``; the mix is taken after
-    ``preprocess`` (ToTensor + Normalize), in float: ``(1 - m) * pre(x) + m * sum_i w_i * pre(chain_i(x))``.
+    """One AugMix view of a PIL image (the release's ``aug()``): :func:`draw_mix` then :func:`mix_pil`.
 
     Returns:
         The (3, H, W) float tensor ``preprocess`` produces.
     """
-    ops = DEFAULT_OPS + (EXTRA_OPS if all_ops else ())
-    ws = rng.dirichlet([alpha] * width).astype(np.float32)
-    m = np.float32(rng.beta(alpha, alpha))
-    clean = preprocess(img)
-    mix = torch.zeros_like(clean)
-    for i in range(width):
-        d = depth if depth > 0 else int(rng.integers(1, 4))
-        aug = img
-        for _ in range(d):
-            aug = apply_op(aug, sample_op(rng, ops, severity))
-        mix += float(ws[i]) * preprocess(aug)
-    return (1 - float(m)) * clean + float(m) * mix
+    return mix_pil(img, draw_mix(rng, severity, width, depth, alpha, all_ops), preprocess)
 
 
 class AugMixDataset(torch.utils.data.Dataset):
-    """Wraps a dataset of (PIL image, label): yields ``((clean, aug1, aug2), label)`` with ``jsd=True``,
-    else ``(aug, label)``. Call :meth:`set_epoch` each epoch (the key includes it)."""
+    """Wraps a dataset of (PIL image, label) (e.g. :class:`~robustbench_augmix.data.training.TrainSet`).
 
-    def __init__(self, base, preprocess: Callable[[Image.Image], torch.Tensor], *, seed: int = 0,
+    Per-image path (``batched=False``): yields ``((clean, aug1, aug2), label)`` with ``jsd=True``,
+    ``(aug, label)`` with ``jsd=False``, ``(clean, label)`` with ``augmix=False``; tensors from
+    ``preprocess``. Batched path (``batched=True``): yields ``(uint8 (3, H, W) tensor, draws, label)``,
+    the draws encoded by :func:`~robustbench_augmix.augmix.batched.encode_draws`, for
+    :func:`~robustbench_augmix.augmix.batched.augmix_batch` on the training device. Both paths take the
+    same draws from (seed, epoch, index). Call :meth:`set_epoch` each epoch (the key includes it).
+    """
+
+    def __init__(self, base, preprocess: Callable[[Image.Image], torch.Tensor] | None = None, *, seed: int = 0,
                  severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0, all_ops: bool = False,
-                 jsd: bool = True) -> None:
+                 jsd: bool = True, augmix: bool = True, batched: bool = False) -> None:
+        if not batched and preprocess is None:
+            raise ValueError("the per-image path needs preprocess (ToTensor + Normalize)")
         self.base, self.preprocess, self.seed = base, preprocess, seed
         self.kw = {"severity": severity, "width": width, "depth": depth, "alpha": alpha, "all_ops": all_ops}
-        self.jsd, self.epoch = jsd, 0
+        self.views = (2 if jsd else 1) if augmix else 0
+        self.jsd, self.batched, self.epoch = jsd, batched, 0
+        self.max_depth = depth if depth > 0 else 3
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def draws(self, i: int) -> list[MixDraw]:
+        rng = sample_key(self.seed, self.epoch, i)
+        return [draw_mix(rng, **self.kw) for _ in range(self.views)]
+
     def __getitem__(self, i: int):
         img, y = self.base[i]
-        rng = sample_key(self.seed, self.epoch, i)
-        if not self.jsd:
-            return augment_and_mix(img, rng, self.preprocess, **self.kw), y
-        views = (self.preprocess(img), augment_and_mix(img, rng, self.preprocess, **self.kw),
-                 augment_and_mix(img, rng, self.preprocess, **self.kw))
-        return views, y
+        draws = self.draws(i)
+        if self.batched:
+            from .batched import encode_draws
+
+            x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
+            return x, encode_draws(draws, self.kw["width"], self.max_depth), y
+        img = img if isinstance(img, Image.Image) else Image.fromarray(img)
+        mixed = [mix_pil(img, d, self.preprocess) for d in draws]
+        if self.views == 1:
+            return mixed[0], y
+        if self.views == 0:
+            return self.preprocess(img), y
+        return (self.preprocess(img), *mixed), y

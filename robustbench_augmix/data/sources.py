@@ -28,10 +28,10 @@ class DatasetMissing(FileNotFoundError):
 CIFAR = {
     "cifar10": {"url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                 "md5": "c58f30108f718f92721af3b95e74349a", "sub": "cifar-10-batches-py", "file": "test_batch",
-                "key": b"labels"},
+                "train": [f"data_batch_{i}" for i in range(1, 6)], "key": b"labels"},
     "cifar100": {"url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                  "md5": "eb9058c3a382ffc7106e4002c42a8d85", "sub": "cifar-100-python", "file": "test",
-                 "key": b"fine_labels"},
+                 "train": ["train"], "key": b"fine_labels"},
 }
 
 
@@ -75,23 +75,28 @@ class CifarSource:
     dataset: str
 
     @classmethod
-    def open(cls, path: str | Path | None, dataset: str, download: bool = True) -> CifarSource:
-        """Open the test split under ``path``; with ``path=None``, under the user cache, downloading it
-        there (checksummed) on first use."""
+    def open(cls, path: str | Path | None, dataset: str, download: bool = True, split: str = "test") -> CifarSource:
+        """Open the ``test`` (or ``train``) split under ``path``; with ``path=None``, under the user cache,
+        downloading it there (checksummed) on first use."""
         if path is None:
             path = data_cache_dir()
             if download:
                 download_cifar(dataset, path)
         path = Path(path).expanduser()
-        sub, fname, key = CIFAR[dataset]["sub"], CIFAR[dataset]["file"], CIFAR[dataset]["key"]
-        for cand in (path / sub / fname, path / fname):
-            if cand.is_file():
-                d = _load_pickle(cand)
-                imgs = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-                return cls(cand.parent, np.ascontiguousarray(imgs), np.asarray(d[key], dtype=np.int64), dataset)
+        info = CIFAR[dataset]
+        sub, key = info["sub"], info["key"]
+        names = [info["file"]] if split == "test" else info["train"]
+        for folder in (path / sub, path):
+            if all((folder / n).is_file() for n in names):
+                parts = [_load_pickle(folder / n) for n in names]
+                data = np.concatenate([np.asarray(d[b"data"], dtype=np.uint8) for d in parts])
+                imgs = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+                labels = np.concatenate([np.asarray(d[key], dtype=np.int64) for d in parts])
+                return cls(folder, np.ascontiguousarray(imgs), labels, dataset)
         raise DatasetMissing(
-            f"no {dataset} test split under {path}: expected {path / sub / fname} (the python version of the "
-            f"dataset, as torchvision downloads it). Point --data at the folder that holds {sub}/."
+            f"no {dataset} {split} split under {path}: expected {', '.join(str(path / sub / n) for n in names)} "
+            f"(the python version of the dataset, as torchvision downloads it). Point --data at the folder that "
+            f"holds {sub}/."
         )
 
     def __len__(self) -> int:

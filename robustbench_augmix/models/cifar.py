@@ -251,5 +251,32 @@ def resnext29_4x32d(num_classes: int = 10) -> CifarResNeXt:
     return CifarResNeXt(29, 4, 32, num_classes)
 
 
+class SmallCNN(nn.Module):
+    """Ours, for the offline demo (``rb-demo``): three conv-BN-ReLU stages of 32/64/128 channels with 2x2
+    max-pooling, global average pooling and a linear classifier; 32 px in, about 0.29 M parameters."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, cout in enumerate((width, 2 * width, 4 * width)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                       nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            if i < 2:
+                layers.append(nn.MaxPool2d(2))
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin, num_classes)
+        _he_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def smallcnn(num_classes: int = 10) -> SmallCNN:
+    """The demo's small CNN (not from the paper)."""
+    return SmallCNN(num_classes)
+
+
 BUILDERS = {"wrn40_2": wrn40_2, "allconv": allconv, "densenet40_12": densenet40_12,
-            "resnext29_4x32d": resnext29_4x32d}
+            "resnext29_4x32d": resnext29_4x32d, "smallcnn": smallcnn}

@@ -1,0 +1,119 @@
+"""rb-train: train a model with a recipe (AugMix + JSD by default), resumably; writes a safetensors model
+and a card.toml that rb-eval and rb-leaderboard read."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rich.console import Console
+
+EXAMPLES = """examples:
+  rb-train --list
+  rb-train --recipe cifar10-wrn40_2-augmix --out runs/wrn                    # CIFAR-10 found or downloaded
+  rb-train --recipe cifar10-wrn40_2-augmix --out runs/wrn --resume            # continue after a stop
+  rb-train --recipe cifar10-wrn40_2-augmix --no-jsd --out runs/wrn-nojsd      # the paper's ablation
+  rb-train --recipe cifar10-wrn40_2-augmix --no-augmix --no-jsd --out runs/wrn-std   # the standard baseline
+  rb-train --recipe cifar10-wrn40_2-augmix --device cuda --amp --channels-last --out runs/wrn --eval
+  torchrun --nproc-per-node 4 -m robustbench_augmix.cli.train --recipe imagenet-resnet50-augmix \\
+      --data /datasets/imagenet/train --device cuda --amp --workers 8 --out runs/rn50
+then: rb-eval --model runs/wrn/card.toml --suite cifar10-c
+"""
+
+# Recipe fields settable from the command line, with their types.
+OVERRIDES = {"epochs": int, "batch_size": int, "lr": float, "lr_min": float, "weight_decay": float,
+             "momentum": float, "severity": float, "width": int, "depth": int, "alpha": float,
+             "jsd_lambda": float, "arch": str, "schedule": str, "transform": str, "eval_suite": str}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="rb-train", description=__doc__, epilog=EXAMPLES,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", help="recipe name (--list shows them)")
+    ap.add_argument("--list", action="store_true", help="list the recipes and exit")
+    ap.add_argument("--out", help="run folder: checkpoint.pt, log.csv, model.safetensors, card.toml")
+    ap.add_argument("--data", help="training data (CIFAR pickles folder; ImageFolder train tree for ImageNet). "
+                    "CIFAR is downloaded into the user cache when omitted")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r = ap.add_argument_group("recipe overrides")
+    for k, t in OVERRIDES.items():
+        r.add_argument("--" + k.replace("_", "-"), type=t, dest=k)
+    r.add_argument("--no-jsd", action="store_true", help="plain cross-entropy on one AugMix view")
+    r.add_argument("--no-augmix", action="store_true", help="no AugMix (with --no-jsd: the standard baseline)")
+    r.add_argument("--all-ops", action="store_true", help="add color/contrast/brightness/sharpness "
+                   "(they overlap with the test corruptions; off in the paper)")
+    x = ap.add_argument_group("run")
+    x.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
+    x.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    x.add_argument("--threads", type=int, help="CPU threads for torch")
+    x.add_argument("--amp", action="store_true", help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
+    x.add_argument("--channels-last", action="store_true")
+    x.add_argument("--augment-on", choices=["auto", "device", "workers"], default="auto",
+                   help="AugMix on the training device, batched (default on CUDA), or per image in the workers")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--limit", type=int, help="only the first N training images (a smoke test)")
+    x.add_argument("--eval", action="store_true", help="evaluate the trained model on the recipe's suite at the end")
+    x.add_argument("--eval-data", help="clean test data for --eval (default: as rb-eval finds it)")
+    x.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    console = Console(stderr=True)
+    from .. import train as T
+
+    if args.list:
+        for name in T.recipes():
+            r = T.load_recipe(name)
+            print(f"{name:34s} {r.arch:26s} {r.text}")
+        return 0
+    if not args.recipe or not args.out:
+        console.print("[red]error:[/] rb-train needs --recipe NAME (rb-train --list) and --out FOLDER")
+        return 2
+    try:
+        overrides = {k: getattr(args, k) for k in OVERRIDES}
+        if args.no_jsd:
+            overrides["jsd"] = False
+        if args.no_augmix:
+            overrides["augmix"] = False
+            if not args.no_jsd:
+                overrides["jsd"] = False
+        if args.all_ops:
+            overrides["all_ops"] = True
+        recipe = T.load_recipe(args.recipe, **overrides)
+        cfg = T.TrainConfig(out=args.out, data=args.data, device=args.device, workers=args.workers, amp=args.amp,
+                            channels_last=args.channels_last, seed=args.seed, resume=args.resume,
+                            batched={"auto": None, "device": True, "workers": False}[args.augment_on],
+                            progress=not args.no_progress, limit=args.limit, threads=args.threads)
+        trainer = T.Trainer(recipe, cfg)
+        row = trainer.fit()
+    except (T.TrainError, FileNotFoundError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted; the last finished epoch is saved: rb-train --recipe {args.recipe} "
+                      f"--out {args.out} --resume continues")
+        return 130
+    if trainer.rank != 0:
+        return 0
+    card = os.path.join(args.out, "card.toml")
+    console.print(f"done: {args.out}/model.safetensors and {card}"
+                  + (f"; test error {100 * row['test_error']:.2f}%" if row.get("test_error") is not None else ""))
+    if args.eval:
+        from .eval import main as eval_main
+
+        cmd = ["--model", card, "--suite", recipe.eval_suite, "--out", os.path.join(args.out, "results"),
+               "--device", args.device]
+        if args.eval_data:
+            cmd += ["--data", args.eval_data]
+        elif args.data and recipe.dataset.startswith("cifar"):
+            cmd += ["--data", args.data]
+        return eval_main(cmd)
+    console.print(f"evaluate it: rb-eval --model {card} --suite {recipe.eval_suite}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

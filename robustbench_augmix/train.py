@@ -1,0 +1,494 @@
+"""AugMix + JSD training: recipes as data, a resumable loop, DistributedDataParallel under torchrun, and
+the trained model written as safetensors with a model card that ``rb-eval`` and the zoo read.
+
+Determinism: the shuffling order of epoch ``e`` comes from a generator seeded by (seed, e); every image's
+crop, flip and AugMix draws come from (seed, e, index) (:func:`~robustbench_augmix.data.training.sample_key`);
+the torch RNG (dropout) is reseeded from (seed, e, rank) at the start of each epoch. A checkpoint holds the
+model, optimiser, step count, AMP scaler and epoch, written atomically at the end of every epoch, so a run
+killed at any point and resumed gives, on CPU, the same weights bit for bit as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import importlib.resources
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .augmix import AugMixDataset, jsd_loss
+from .augmix.batched import augmix_batch
+from .data.training import TrainSet, digits, open_train_set
+from .generate import _sha256, atomic_write, versions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.csv"
+LOG_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s", "seconds")
+
+
+class TrainError(ValueError):
+    """A user-facing training problem (bad recipe, override, data or resume state)."""
+
+
+# ------------------------------------------------------------------------------------------ recipes
+@dataclass(frozen=True)
+class Recipe:
+    id: str
+    dataset: str
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_min: float
+    schedule: str
+    lr_batch_scaling: bool
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    augmix: bool
+    jsd: bool
+    jsd_lambda: float
+    severity: float
+    width: int
+    depth: int
+    alpha: float
+    all_ops: bool
+    transform: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    eval_suite: str
+    source: str
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def text(self) -> str:
+        aug = ("AugMix" + (f" + JSD (lambda {self.jsd_lambda:g})" if self.jsd else "") +
+               f", severity {self.severity:g}, width {self.width}" if self.augmix else "standard (no AugMix)")
+        return (f"{self.epochs} epochs, SGD{' nesterov' if self.nesterov else ''} lr {self.lr:g} "
+                f"({'per-step cosine' if self.schedule == 'cosine' else 'x0.1 at 1/3 and 2/3'}), batch "
+                f"{self.batch_size}, wd {self.weight_decay:g}; {aug}; {self.transform}")
+
+
+def _recipe_table() -> dict:
+    text = importlib.resources.files("robustbench_augmix").joinpath("recipes.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def recipes() -> list[str]:
+    """The recipe names ``rb-train --recipe`` accepts."""
+    return sorted(_recipe_table()["recipe"])
+
+
+def load_recipe(name: str, **overrides) -> Recipe:
+    """A recipe by name with fields overridden (``load_recipe('cifar10-wrn40_2-augmix', epochs=10)``)."""
+    table = _recipe_table()
+    if name not in table["recipe"]:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(table["recipe"]), n=3)
+        raise TrainError(f"no recipe {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "") +
+                         f" (available: {', '.join(sorted(table['recipe']))})")
+    raw = dict(table["base"][table["recipe"][name]["base"]])
+    raw.update({k: v for k, v in table["recipe"][name].items() if k != "base"})
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise TrainError(f"unknown recipe fields {unknown}; accepted: {', '.join(sorted(fields))}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw["id"] = name
+    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+    if raw["schedule"] not in ("cosine", "step"):
+        raise TrainError(f"schedule must be cosine or step, got {raw['schedule']!r}")
+    if raw["jsd"] and not raw["augmix"]:
+        raise TrainError("the JSD loss needs AugMix views: pass --no-jsd with --no-augmix")
+    return Recipe(**{k: raw[k] for k in fields})
+
+
+def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) of the recipe's schedule.
+
+    cosine: ``lr_min + (lr - lr_min) (1 + cos(pi step / total)) / 2`` per step (cifar.py ``get_lr``);
+    step: ``lr x 0.1^k`` with k the number of thirds of the epochs passed (imagenet.py ``adjust_learning_rate``),
+    times ``batch / 256`` when ``lr_batch_scaling``.
+    """
+    if r.schedule == "cosine":
+        total = r.epochs * steps_per_epoch
+        return r.lr_min + (r.lr - r.lr_min) * 0.5 * (1 + math.cos(step / total * math.pi))
+    k = max(r.epochs // 3, 1)
+    epoch = step // steps_per_epoch
+    lr = r.lr * (1.0 if epoch < k else 0.1 if epoch < 2 * k else 0.01)
+    return lr * (r.batch_size / 256 if r.lr_batch_scaling else 1.0)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _key(*parts) -> int:
+    return int.from_bytes(hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
+
+
+def _dist() -> tuple[int, int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of epoch ``e``'s permutation: ``perm(seed, e)[rank::world]``."""
+
+    def __init__(self, n: int, seed: int, rank: int, world: int) -> None:
+        self.n, self.seed, self.rank, self.world, self.epoch = n, seed, rank, world, 0
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(_key("rba/v1/shuffle", self.seed, self.epoch))
+        return iter(torch.randperm(self.n, generator=g)[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+def _preprocess(mean, std) -> Callable:
+    import torchvision.transforms as T
+
+    return T.Compose([T.ToTensor(), T.Normalize(list(mean), list(std))])
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a TOML basic string is a JSON string
+
+
+def write_card(path: Path, tables: Mapping[str, Any]) -> None:
+    """Write a model card (flat keys first, then one level of tables) as TOML."""
+    out = io.StringIO()
+    for k, v in tables.items():
+        if not isinstance(v, Mapping):
+            out.write(f"{k} = {_toml_value(v)}\n")
+    for k, v in tables.items():
+        if isinstance(v, Mapping):
+            out.write(f"\n[{k}]\n")
+            for kk, vv in v.items():
+                out.write(f"{kk} = {_toml_value(vv)}\n")
+    atomic_write(path, lambda p: p.write_text(out.getvalue(), encoding="utf-8"))
+
+
+# ------------------------------------------------------------------------------------------ trainer
+@dataclass
+class TrainConfig:
+    out: str
+    data: str | None = None
+    device: str = "cpu"
+    workers: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    seed: int = 0
+    batched: bool | None = None   # AugMix on the device (default: on CUDA)
+    resume: bool = False
+    progress: bool = True
+    limit: int | None = None      # first N training images (smoke tests)
+    stop_after: int | None = None  # end this run after that many epochs (the checkpoint lets it resume)
+    threads: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class Trainer:
+    """Trains ``recipe`` into ``config.out``: ``checkpoint.pt``, ``log.csv``, and at the end
+    ``model.safetensors`` + ``card.toml``."""
+
+    def __init__(self, recipe: Recipe, config: TrainConfig, train_set=None, test_set=None) -> None:
+        from .models import build
+
+        self.r, self.cfg = recipe, config
+        self.out = Path(config.out).expanduser()
+        self.rank, self.world, local = _dist()
+        dev = config.device
+        if dev == "cuda" and self.world > 1:
+            dev = f"cuda:{local}"
+        self.device = torch.device(dev)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.r.batch_size % self.world:
+            raise TrainError(f"batch size {self.r.batch_size} does not split over {self.world} processes")
+        self.batched = config.batched if config.batched is not None else self.device.type == "cuda"
+
+        src = train_set if train_set is not None else open_train_set(recipe.dataset, config.data)
+        if config.limit:
+            from .data.sources import ArraySource
+
+            src = ArraySource(src.images[:config.limit], src.labels[:config.limit], getattr(src, "classes", None))
+        self.num_classes = int(np.max(src.labels)) + 1 if not getattr(src, "classes", None) else len(src.classes)
+        base = TrainSet(src, recipe.transform, recipe.input_size, seed=config.seed)
+        self.pre = _preprocess(recipe.mean, recipe.std)
+        self.ds = AugMixDataset(base, self.pre, seed=config.seed, severity=recipe.severity, width=recipe.width,
+                                depth=recipe.depth, alpha=recipe.alpha, all_ops=recipe.all_ops, jsd=recipe.jsd,
+                                augmix=recipe.augmix, batched=self.batched)
+        self.sampler = _EpochSampler(len(self.ds), config.seed, self.rank, self.world)
+        self.loader = torch.utils.data.DataLoader(self.ds, batch_size=recipe.batch_size // self.world,
+                                                  sampler=self.sampler, num_workers=config.workers,
+                                                  pin_memory=self.device.type == "cuda")
+        self.test_set = test_set if test_set is not None else self._default_test_set()
+
+        torch.manual_seed(_key("rba/v1/init", config.seed))
+        self.model = build(recipe.arch, num_classes=self.num_classes).to(self.device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                   nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp and self.device.type == "cuda")
+        self.epoch, self.step = 0, 0
+        if config.resume:
+            self._load_checkpoint()
+        elif (self.out / CHECKPOINT).exists():
+            raise TrainError(f"{self.out} already holds a run ({CHECKPOINT}); pass --resume to continue it, or "
+                             "choose another --out")
+
+    # ---------------------------------------------------------------- data
+    def _default_test_set(self):
+        if self.r.dataset == "digits":
+            return digits("test")
+        if self.r.dataset in ("cifar10", "cifar100"):
+            from .data.sources import CifarSource, DatasetMissing
+
+            try:
+                return CifarSource.open(self.cfg.data, self.r.dataset, download=self.cfg.data is None)
+            except DatasetMissing:
+                return None
+        return None
+
+    # ---------------------------------------------------------------- checkpoints
+    def _identity(self) -> dict:
+        return {"recipe": self.r.to_dict(), "seed": self.cfg.seed, "world": self.world, "batched": self.batched,
+                "limit": self.cfg.limit, "n_train": len(self.ds)}
+
+    def _save_checkpoint(self) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "step": self.step,
+                 "identity": json.dumps(self._identity(), sort_keys=True)}
+        atomic_write(self.out / CHECKPOINT, lambda p: torch.save(state, p))
+
+    def _load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.exists():
+            raise TrainError(f"--resume: no {CHECKPOINT} in {self.out}; start without --resume")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        ident = json.loads(state["identity"])
+        mine = self._identity()
+        if ident != mine:
+            diff = sorted(k for k in mine if ident.get(k) != mine[k])
+            raise TrainError(f"--resume: {path} was written by a different run (differs in {diff}); use the same "
+                             "recipe, overrides, seed and process count, or another --out")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+    # ---------------------------------------------------------------- one epoch
+    def _views(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+        dev = self.device
+        if self.batched:
+            x, draws, y = batch
+            views = augmix_batch(x.to(dev, non_blocking=True), draws, self.r.mean, self.r.std)
+            if self.r.augmix and not self.r.jsd:
+                views = views[1:]
+        else:
+            x, y = batch
+            views = [v.to(dev, non_blocking=True) for v in (x if isinstance(x, (list, tuple)) else [x])]
+        if self.cfg.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views, y.to(dev, non_blocking=True)
+
+    def _train_epoch(self, advance) -> dict:
+        r, dev = self.r, self.device
+        self.net.train()
+        self.ds.set_epoch(self.epoch)
+        self.sampler.epoch = self.epoch
+        torch.manual_seed(_key("rba/v1/torch", self.cfg.seed, self.epoch, self.rank))
+        steps = len(self.loader)
+        tot = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count
+        t0, seen = time.perf_counter(), 0
+        amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
+        for batch in self.loader:
+            lr = learning_rate(r, self.step, steps)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            views, y = self._views(batch)
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=self.cfg.amp):
+                logits = self.net(torch.cat(views) if len(views) > 1 else views[0])
+                logits = logits.float()
+                loss = (jsd_loss(logits, y, r.jsd_lambda, splits=len(views)) if r.jsd else F.cross_entropy(logits, y))
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.step += 1
+            b = len(y)
+            clean = logits[:b]
+            loss_v = float(loss.detach())
+            tot += torch.tensor([loss_v * b, float((clean.detach().argmax(1) != y).sum()), b], dtype=torch.float64)
+            seen += b
+            advance(b, loss_v, float(tot[1] / tot[2]), seen * self.world / (time.perf_counter() - t0))
+        if self.world > 1:
+            torch.distributed.all_reduce(tot)
+        secs = time.perf_counter() - t0
+        return {"lr": lr, "train_loss": float(tot[0] / tot[2]), "train_error": float(tot[1] / tot[2]),
+                "images_per_s": float(tot[2]) / secs, "seconds": secs}
+
+    @torch.no_grad()
+    def test(self) -> dict:
+        """Clean test loss and error of the current model (rank 0's full pass)."""
+        if self.test_set is None:
+            return {"test_loss": None, "test_error": None}
+        self.model.eval()
+        loss = wrong = 0.0
+        n = len(self.test_set)
+        for s in range(0, n, 500):
+            idx = range(s, min(n, s + 500))
+            x = torch.stack([self.pre(self.test_set.read(i)) for i in idx]).to(self.device)
+            y = torch.as_tensor(np.asarray(self.test_set.labels)[s:s + len(idx)]).to(self.device)
+            out = self.model(x).float()
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            wrong += float((out.argmax(1) != y).sum())
+        return {"test_loss": loss / n, "test_error": wrong / n}
+
+    # ---------------------------------------------------------------- the run
+    def fit(self) -> dict:
+        """Train from the current epoch to the recipe's last (or ``stop_after`` epochs); returns the last
+        epoch's log row."""
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.json").write_text(json.dumps(self._identity(), indent=1))
+        row: dict = {}
+        stop = self.r.epochs if self.cfg.stop_after is None else min(self.r.epochs, self.epoch + self.cfg.stop_after)
+        with _Progress(self.cfg.progress and self.rank == 0) as bar:
+            while self.epoch < stop:
+                bar.start(f"epoch {self.epoch + 1}/{self.r.epochs}", len(self.sampler))
+                stats = self._train_epoch(bar.advance)
+                self.epoch += 1
+                if self.rank == 0:
+                    row = {"epoch": self.epoch, **stats, **self.test()}
+                    self._log(row)
+                    self._save_checkpoint()
+                    bar.done(row)
+                if self.world > 1:
+                    torch.distributed.barrier()
+        if self.epoch >= self.r.epochs and self.rank == 0:
+            self.export()
+        return row
+
+    def _log(self, row: dict) -> None:
+        path = self.out / LOG
+        keep = []
+        if path.exists():  # after a resume, drop rows of epochs that are being redone
+            with open(path, newline="") as f:
+                keep = [r for r in csv.DictReader(f) if int(r["epoch"]) < row["epoch"]]
+        keep.append({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
+
+        def write(p: Path) -> None:
+            with open(p, "w", newline="") as f:
+                w = csv.DictWriter(f, LOG_FIELDS)
+                w.writeheader()
+                w.writerows(keep)
+
+        atomic_write(path, write)
+
+    def export(self) -> Path:
+        """``model.safetensors`` and a ``card.toml`` that ``rb-eval --model`` and the zoo read."""
+        from safetensors.torch import save_file
+
+        weights = self.out / "model.safetensors"
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        atomic_write(weights, lambda p: save_file(sd, str(p), metadata={"recipe": self.r.id}))
+        last = {}
+        if (self.out / LOG).exists():
+            with open(self.out / LOG, newline="") as f:
+                rows = list(csv.DictReader(f))
+            last = rows[-1] if rows else {}
+        name = self.out.name or "model"
+        card = {
+            "id": name, "name": f"{self.r.arch.split(':', 1)[1]} ({self.r.id}, seed {self.cfg.seed})",
+            "dataset": self.r.dataset, "num_classes": self.num_classes, "builder": self.r.arch,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "note": f"Trained with rb-train on {time.strftime('%Y-%m-%d')}.",
+            "weights": {"path": weights.name, "sha256": _sha256(weights), "licence": "the trainer's own",
+                        "origin": f"rb-train --recipe {self.r.id} (seed {self.cfg.seed})"},
+            "preprocess": {"input_size": self.r.input_size, "interpolation": "bilinear", "mean": list(self.r.mean),
+                           "std": list(self.r.std)},
+            "recipe": {"text": self.r.text, **{k: v for k, v in self.r.to_dict().items() if k != "id"},
+                       "recipe_id": self.r.id, "seed": self.cfg.seed},
+            "training": {**{k: float(last[k]) for k in ("test_error", "train_loss") if last.get(k) not in (None, "")},
+                         "epochs_run": int(last.get("epoch", 0) or 0), **versions()},
+            "reported": {},
+        }
+        write_card(self.out / "card.toml", card)
+        return self.out / "card.toml"
+
+
+class _Progress:
+    """A rich progress bar per epoch (images, loss, error, images/s, ETA), and a line per finished epoch."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.task = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.console = Console(stderr=True)
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
+                              transient=True)
+            self.p.__enter__()
+        return self
+
+    def start(self, desc: str, total: int) -> None:
+        if self.enabled:
+            self.task = self.p.add_task(desc, total=total, info="")
+
+    def advance(self, n: int, loss: float, err: float, ips: float) -> None:
+        if self.enabled:
+            self.p.update(self.task, advance=n, info=f"loss {loss:.3f}  err {100 * err:.1f}%  {ips:.0f} img/s")
+
+    def done(self, row: dict) -> None:
+        if self.enabled:
+            self.p.remove_task(self.task)
+            test = "" if row.get("test_error") is None else f"  test error {100 * row['test_error']:.2f}%"
+            self.console.print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train error "
+                               f"{100 * row['train_error']:.2f}%{test}  {row['images_per_s']:.0f} img/s  "
+                               f"{row['seconds']:.1f} s")
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.__exit__(*exc)
+        return False
