@@ -109,7 +109,7 @@ def summary(results: dict[str, list[dict]]) -> list[dict]:
     error (corrupted), and the corruptions with the largest mean error (all in %)."""
     rows = []
     for variant, docs in results.items():
-        def stat(key):
+        def stat(key, docs=docs):
             vals = [100 * d["aggregates"][key] for d in docs if d["aggregates"].get(key) is not None]
             if not vals:
                 return None, None
@@ -179,5 +179,5 @@ def deltas(results: dict[str, list[dict]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for k in ("clean_error", "mean_corruption_error", "rms_calibration_error"):
         out[k] = [100 * (a["aggregates"][k] - s["aggregates"][k]) for s, a in zip(results["standard"],
-                                                                                    results["augmix"])]
+                                                                                    results["augmix"], strict=True)]
     return out

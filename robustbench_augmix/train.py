@@ -304,7 +304,9 @@ class Trainer:
         ident = json.loads(state["identity"])
         mine = self._identity()
         if ident != mine:
-            diff = sorted(k for k in mine if ident.get(k) != mine[k])
+            flat = lambda d: {**{k: v for k, v in d.items() if k != "recipe"}, **d.get("recipe", {})}  # noqa: E731
+            old, new = flat(ident), flat(mine)
+            diff = [f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in sorted(new) if old.get(k) != new[k]]
             raise TrainError(f"--resume: {path} was written by a different run (differs in {diff}); use the same "
                              "recipe, overrides, seed and process count, or another --out")
         self.model.load_state_dict(state["model"])

@@ -166,7 +166,8 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
     w = card.weights
     if card.local_weights is not None:
         if not card.local_weights.is_file():
-            raise WeightsMissing(f"card {card.id} names {card.local_weights}, which does not exist; pass --weights PATH")
+            raise WeightsMissing(f"card {card.id} names {card.local_weights}, which does not exist; "
+                                 "pass --weights PATH")
         return _verify(card, card.local_weights)
     if not card.has_weights:
         raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}); pass a "

@@ -123,3 +123,100 @@ def test_jsd_equals_timm_and_a_hand_case():
     assert float(jsd_loss(lg, torch.tensor([0]), lam=1.0)) == pytest.approx(js, rel=1e-4)
     with pytest.raises(ValueError, match="multiple of 3"):
         jsd_loss(logits[:7], target)
+
+
+# ------------------------------------------------------------------------------ the batched path
+from robustbench_augmix.augmix.batched import apply_op_batch, augmix_batch, encode_draws  # noqa: E402
+from robustbench_augmix.augmix.mixing import OPS, draw_mix, mix_pil  # noqa: E402
+
+
+def _batch(size):
+    imgs = [photo(i % 5, size) for i in range(6)]
+    imgs[3] = (imgs[3] // 64 * 64).astype(np.uint8)       # four grey levels: equalize/autocontrast edge cases
+    imgs[4] = np.full_like(imgs[4], 77)                    # constant: autocontrast/equalize leave it alone
+    imgs[5] = np.ascontiguousarray(imgs[5][: size // 2])   # not square
+    return imgs
+
+
+@pytest.mark.parametrize("size", [32, 224])
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("op", DEFAULT_OPS + EXTRA_OPS)
+def test_every_op_on_tensors_matches_pil(op, severity, size):
+    rng = np.random.default_rng(severity)
+    for group in ([a for a in _batch(size) if a.shape[0] == size], [_batch(size)[5]]):
+        draws = [sample_op(rng, (op,), severity) for _ in group]
+        ref = np.stack([np.asarray(apply_op(Image.fromarray(a), d))
+                        for a, d in zip(group, draws, strict=True)]).astype(int)
+        x = torch.from_numpy(np.stack(group)).permute(0, 3, 1, 2).float()
+        out = apply_op_batch(x, op, torch.tensor([d.level for d in draws], dtype=torch.float64),
+                             torch.tensor([d.sign for d in draws]))
+        got = out.permute(0, 2, 3, 1).numpy().astype(int)
+        assert np.array_equal(got, ref)
+
+
+def test_draws_are_valid_and_uniform():
+    rng = np.random.default_rng(0)
+    draws = [draw_mix(rng, severity=3) for _ in range(3000)]
+    ws = np.stack([d.ws for d in draws])
+    assert np.allclose(ws.sum(1), 1, atol=1e-6) and (ws >= 0).all()
+    assert all(0 <= d.m <= 1 for d in draws)
+    depths = np.concatenate([(d.op >= 0).sum(1) for d in draws])
+    assert set(depths) == {1, 2, 3} and np.allclose(np.bincount(depths)[1:] / len(depths), 1 / 3, atol=0.02)
+    # Ops fill the chain from the front, uniform over the 9 default ops; levels in [0.1, 3); signs +-1.
+    ops = np.concatenate([d.op[d.op >= 0] for d in draws])
+    assert all((d.op[:, 1:] < 0).sum() >= (d.op[:, :1] < 0).sum() for d in draws)
+    assert ops.max() == len(DEFAULT_OPS) - 1
+    assert np.allclose(np.bincount(ops) / len(ops), 1 / 9, atol=0.01)
+    lv = np.concatenate([d.level[d.op >= 0] for d in draws])
+    assert lv.min() >= 0.1 and lv.max() < 3 and abs(lv.mean() - 1.55) < 0.03
+    signs = np.concatenate([d.sign[d.op >= 0] for d in draws])
+    assert set(signs) == {-1, 1} and abs(signs.mean()) < 0.03
+    assert draw_mix(np.random.default_rng(1), all_ops=True, depth=2).op.max() < len(OPS)
+    assert ((draw_mix(np.random.default_rng(1), depth=2).op >= 0).sum(1) == 2).all()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_batched_views_equal_the_per_image_views_for_the_same_draws(size):
+    import torchvision.transforms as T
+
+    pre = T.Compose([T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    imgs = [photo(i % 5, size) for i in range(12)]
+    draws = [[draw_mix(np.random.default_rng(100 + i)) for _ in range(2)] for i in range(len(imgs))]
+    enc = torch.utils.data.default_collate([encode_draws(d, 3) for d in draws])
+    clean, v1, v2 = augmix_batch(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2), enc, [0.5] * 3, [0.5] * 3)
+    for i, a in enumerate(imgs):
+        ref = [mix_pil(Image.fromarray(a), d, pre) for d in draws[i]]
+        assert torch.allclose(clean[i], pre(Image.fromarray(a)), atol=1e-6)
+        for got, want in zip((v1[i], v2[i]), ref, strict=True):
+            # the same pixels; only the order of the float mixing differs (after Normalize vs before it)
+            assert (got - want).abs().max() < 1e-5
+
+
+def test_batched_chains_are_independent_across_the_batch():
+    img = photo(0, 32)
+    x = torch.from_numpy(np.stack([img] * 16)).permute(0, 3, 1, 2)
+    enc = torch.utils.data.default_collate([encode_draws([draw_mix(np.random.default_rng(i))], 3) for i in range(16)])
+    _, view = augmix_batch(x, enc, [0.5] * 3, [0.5] * 3)
+    flat = view.reshape(16, -1)
+    assert len({tuple(np.round(r.numpy()[:200], 4)) for r in flat}) == 16  # no two images share a chain
+
+
+def test_dataset_paths_share_their_draws():
+    import torchvision.transforms as T
+
+    from robustbench_augmix.data.sources import ArraySource
+    from robustbench_augmix.data.training import TrainSet
+
+    pre = T.Compose([T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    src = ArraySource(np.stack([photo(i, 32) for i in range(5)]), np.arange(5))
+    per_image = AugMixDataset(TrainSet(src, "pad_crop_flip", 32, seed=3), pre, seed=3)
+    batched = AugMixDataset(TrainSet(src, "pad_crop_flip", 32, seed=3), seed=3, batched=True)
+    for ds in (per_image, batched):
+        ds.set_epoch(2)
+    x, enc, y = torch.utils.data.default_collate([batched[i] for i in range(5)])
+    views = augmix_batch(x, enc, [0.5] * 3, [0.5] * 3)
+    for i in range(5):
+        ref, yi = per_image[i]
+        assert yi == int(y[i]) == i
+        for got, want in zip(views, ref, strict=True):
+            assert (got[i] - want).abs().max() < 1e-5

@@ -1,11 +1,11 @@
 """The batched AugMix path: the same draws as the per-image path, applied to a whole batch on the
 training device, with every image's chains independent (no op chain shared across the batch).
 
-Images travel as float tensors holding the uint8 values 0..255, rounded after every operation exactly
-where PIL rounds, so each op reproduces Pillow's result: the LUT ops (autocontrast, equalize,
-posterize, solarize) and the bilinear affine ops (PIL's pixel-centre sampling, edge clamping and
-truncation, computed in float64) are bit-exact; the four ``--all-ops`` enhance ops follow
-``ImageEnhance`` (blend with a degenerate image in float32) to within one grey level.
+Images travel as float tensors holding the uint8 values 0..255, rounded after every operation where
+Pillow rounds, so each op reproduces Pillow's result: the LUT ops (autocontrast, equalize, posterize,
+solarize), the bilinear affine ops (Pillow's pixel-centre sampling, edge clamping and truncation, in
+float64) and the four ``--all-ops`` enhance ops (a blend with a degenerate image in float32, as
+``ImageEnhance`` does) match Pillow bit for bit on the test photographs (tests/test_augmix.py).
 
 Batched over chains: a batch of N images with V views of width W becomes N*V*W chains; at each depth
 step the chains are grouped by operation and each group goes through its kernel in one call.
@@ -99,10 +99,9 @@ def _pil_affine(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """``Image.transform(size, AFFINE, coeffs, BILINEAR)`` with black fill, for a batch.
 
     Output pixel (x, y) samples the input at ``(a (x+.5) + b (y+.5) + c, d (x+.5) + e (y+.5) + f)``;
-    points outside ``[0, W) x [0, H)`` (decided in float64, as Pillow does) are filled, the others are
-    interpolated bilinearly between pixel centres with clamped neighbours (``grid_sample`` with border
-    padding is the same rule) and truncated. The interpolation runs in float32 where Pillow uses
-    float64, so a value within an ulp of an integer can truncate one grey level lower or higher.
+    points outside ``[0, W) x [0, H)`` are filled, the others are interpolated bilinearly between pixel
+    centres with clamped neighbours (``grid_sample`` with border padding is the same rule) and truncated,
+    all in float64 as Pillow computes them.
 
     Args:
         x: (B, C, H, W) integer-valued float.
@@ -115,9 +114,12 @@ def _pil_affine(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     xin = (a[:, 0, None] * xs)[:, None, :] + (a[:, 1, None] * ys + a[:, 2, None])[:, :, None]
     yin = (a[:, 3, None] * xs)[:, None, :] + (a[:, 4, None] * ys + a[:, 5, None])[:, :, None]
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    grid = torch.stack((xin * (2.0 / w) - 1, yin * (2.0 / h) - 1), -1).float()
-    v = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return v.floor_().mul_(inside[:, None]).to(x.dtype)  # floor == trunc: values are >= 0
+    grid = torch.stack((xin * (2.0 / w) - 1, yin * (2.0 / h) - 1), -1)
+    v = F.grid_sample(x.double(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # grid_sample weighs the four neighbours where Pillow interpolates twice; the two differ by ~1e-13,
+    # which would truncate an exact integer (a flat region) one level low. The nudge is far below any
+    # fraction Pillow can produce at these coordinates' precision.
+    return v.add_(1e-9).floor_().mul_(inside[:, None]).to(x.dtype)  # floor == trunc: values are >= 0
 
 
 def _translate(x: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:
@@ -143,7 +145,7 @@ def _rotation_coeffs(deg: float, w: int, h: int) -> list[float]:
 def _affine_coeffs(op: str, level: np.ndarray, sign: np.ndarray, w: int, h: int) -> torch.Tensor:
     size = max(w, h)
     rows = []
-    for lv, sg in zip(level.tolist(), sign.tolist()):
+    for lv, sg in zip(level.tolist(), sign.tolist(), strict=True):
         if op == "rotate":
             rows.append(_rotation_coeffs(sg * int(lv * 30 / 10), w, h))
             continue
@@ -209,7 +211,7 @@ def apply_op_batch(x: torch.Tensor, op: str, level: torch.Tensor, sign: torch.Te
         return solarize(x, torch.tensor([256 - int(v * 256 / 10) for v in lv], device=x.device))
     if op in ("translate_x", "translate_y"):
         size = max(x.shape[-2:])
-        shift = torch.tensor([int(g) * int(v * (size / 3) / 10) for v, g in zip(lv, sg)], device=x.device)
+        shift = torch.tensor([int(g) * int(v * (size / 3) / 10) for v, g in zip(lv, sg, strict=True)], device=x.device)
         return _translate(x, shift, 3 if op == "translate_x" else 2)
     if op in ("rotate", "shear_x", "shear_y"):
         return _pil_affine(x, _affine_coeffs(op, lv, sg, x.shape[-1], x.shape[-2]))

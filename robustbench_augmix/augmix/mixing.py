@@ -33,8 +33,9 @@ class MixDraw:
 
     @property
     def chains(self) -> tuple[tuple[OpDraw, ...], ...]:
-        return tuple(tuple(OpDraw(OPS[o], float(lv), int(sg)) for o, lv, sg in zip(ops, lvs, sgs) if o >= 0)
-                     for ops, lvs, sgs in zip(self.op, self.level, self.sign))
+        rows = zip(self.op, self.level, self.sign, strict=True)
+        return tuple(tuple(OpDraw(OPS[o], float(lv), int(sg)) for o, lv, sg in zip(*row, strict=True) if o >= 0)
+                     for row in rows)
 
 
 def draw_mix(rng: np.random.Generator, severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0,
@@ -62,7 +63,7 @@ def mix_pil(img: Image.Image, draw: MixDraw, preprocess: Callable[[Image.Image],
     after ``preprocess`` (ToTensor + Normalize) in float, as the release does."""
     clean = preprocess(img)
     mix = torch.zeros_like(clean)
-    for w, chain in zip(draw.ws, draw.chains):
+    for w, chain in zip(draw.ws, draw.chains, strict=True):
         aug = img
         for op in chain:
             aug = apply_op(aug, op)

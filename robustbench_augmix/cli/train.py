@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
     x.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     x.add_argument("--threads", type=int, help="CPU threads for torch")
-    x.add_argument("--amp", action="store_true", help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
+    x.add_argument("--amp", action="store_true",
+                   help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
     x.add_argument("--channels-last", action="store_true")
     x.add_argument("--augment-on", choices=["auto", "device", "workers"], default="auto",
                    help="AugMix on the training device, batched (default on CUDA), or per image in the workers")

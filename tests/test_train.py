@@ -1,0 +1,229 @@
+"""rb-train: the recipes against the release's hyperparameters, the schedules, a short run that learns,
+kill-and-resume equal to an uninterrupted run, torchrun with 2 gloo processes, and the exported card."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import photo
+
+from robustbench_augmix.data.sources import ArraySource
+from robustbench_augmix.data.training import digits
+from robustbench_augmix.train import (
+    TrainConfig,
+    Trainer,
+    TrainError,
+    learning_rate,
+    load_recipe,
+    recipes,
+)
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.parametrize("name", recipes())
+def test_every_recipe_loads_and_builds(name):
+    r = load_recipe(name)
+    assert r.epochs > 0 and r.batch_size > 0 and r.lr > 0 and r.schedule in ("cosine", "step")
+    assert len(r.mean) == len(r.std) == 3 and r.input_size in (32, 224)
+    assert not (r.jsd and not r.augmix)
+    from robustbench_augmix.models import build
+
+    if r.arch.startswith("cifar:"):
+        build(r.arch, num_classes=10)
+
+
+# augmix.md 1.4 / 1.5 and the release README: (epochs, lr, nesterov, weight decay, batch, severity, schedule)
+RELEASE = {
+    "cifar10-wrn40_2-augmix": (100, 0.1, True, 5e-4, 128, 3, "cosine"),
+    "cifar10-allconv-augmix": (100, 0.1, True, 5e-4, 128, 3, "cosine"),
+    "cifar10-densenet40_12-augmix": (200, 0.1, True, 1e-4, 128, 3, "cosine"),
+    "cifar10-resnext29_4x32d-augmix": (200, 0.1, True, 5e-4, 128, 3, "cosine"),
+    "cifar100-wrn40_2-augmix": (100, 0.1, True, 5e-4, 128, 3, "cosine"),
+    "imagenet-resnet50-augmix": (90, 0.1, False, 1e-4, 256, 1, "step"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE))
+def test_recipes_follow_the_release(name):
+    r = load_recipe(name)
+    assert (r.epochs, r.lr, r.nesterov, r.weight_decay, r.batch_size, r.severity, r.schedule) == RELEASE[name]
+    assert r.augmix and r.jsd and r.jsd_lambda == 12 and r.width == 3 and r.depth == -1 and r.alpha == 1
+    assert not r.all_ops and r.momentum == 0.9
+
+
+def test_schedules_and_overrides():
+    r = load_recipe("cifar10-wrn40_2-augmix", epochs=10)
+    assert learning_rate(r, 0, 100) == pytest.approx(0.1)
+    assert learning_rate(r, 500, 100) == pytest.approx((0.1 + 1e-6) / 2)
+    assert learning_rate(r, 1000, 100) == pytest.approx(1e-6)
+    im = load_recipe("imagenet-resnet50-augmix", batch_size=512)
+    # x0.1 at epochs // 3 = 30 and 60, times batch / 256
+    assert [learning_rate(im, e * 10, 10) for e in (0, 29, 30, 59, 60, 89)] == pytest.approx(
+        [0.2, 0.2, 0.02, 0.02, 0.002, 0.002])
+    with pytest.raises(TrainError, match="unknown recipe fields"):
+        load_recipe("cifar10-wrn40_2-augmix", epoch=3)
+    with pytest.raises(TrainError, match="did you mean"):
+        load_recipe("cifar10-wrn40-augmix")
+    with pytest.raises(TrainError, match="JSD loss needs AugMix"):
+        load_recipe("cifar10-wrn40_2-augmix", augmix=False)
+
+
+def _tiny(n=96):
+    d = digits("train")
+    return ArraySource(d.images[:n], d.labels[:n], d.classes)
+
+
+def _cfg(out, **kw):
+    return TrainConfig(out=str(out), progress=False, **kw)
+
+
+def _train_loss(trainer) -> float:
+    trainer.model.eval()
+    x = torch.stack([trainer.pre(a) for a in trainer.ds.base.source.images])
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(trainer.model(x), torch.as_tensor(trainer.ds.base.labels)))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_two_epochs_lower_the_loss(tmp_path, batched):
+    r = load_recipe("digits-smallcnn-augmix", epochs=2, batch_size=16)
+    t = Trainer(r, _cfg(tmp_path / "run", batched=batched), train_set=_tiny(192))
+    before = _train_loss(t)
+    row = t.fit()
+    assert _train_loss(t) < before - 0.1  # from chance (log 10 = 2.30)
+    assert row["epoch"] == 2 and 0 <= row["test_error"] <= 1
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,lr,train_loss") and len(log) == 3
+
+
+@pytest.mark.parametrize("recipe", ["digits-smallcnn-augmix", "digits-smallcnn-standard"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, recipe):
+    r = load_recipe(recipe, epochs=3)
+    full = Trainer(r, _cfg(tmp_path / "full"), train_set=_tiny())
+    full.fit()
+    part = Trainer(r, _cfg(tmp_path / "part", stop_after=1), train_set=_tiny())
+    part.fit()
+    assert not (tmp_path / "part" / "model.safetensors").exists()
+    with pytest.raises(TrainError, match="--resume"):
+        Trainer(r, _cfg(tmp_path / "part"), train_set=_tiny())
+    resumed = Trainer(r, _cfg(tmp_path / "part", resume=True), train_set=_tiny())
+    assert resumed.epoch == 1
+    resumed.fit()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full" / "log.csv").read_text() .splitlines()[1:][-1].split(",")[:4] == \
+        (tmp_path / "part" / "log.csv").read_text().splitlines()[1:][-1].split(",")[:4]
+    # a checkpoint from another recipe is refused, naming what differs
+    with pytest.raises(TrainError, match="epochs"):
+        Trainer(load_recipe(recipe, epochs=4), _cfg(tmp_path / "part", resume=True), train_set=_tiny())
+
+
+def _write_cifar_train(root: Path, n: int = 64) -> Path:
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(1, 6):
+        imgs = np.stack([photo((k + i) % 5, 32) for i in range(n // 5)])
+        imgs = np.clip(imgs.astype(int) + rng.integers(-20, 20, imgs.shape), 0, 255).astype(np.uint8)
+        with open(d / f"data_batch_{k}", "wb") as f:
+            pickle.dump({b"data": imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1),
+                         b"labels": [(i + k) % 10 for i in range(len(imgs))]}, f)
+    test = np.stack([photo(i % 5, 32) for i in range(20)])
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({b"data": test.transpose(0, 3, 1, 2).reshape(20, -1), b"labels": [i % 10 for i in range(20)]}, f)
+    return root
+
+
+def test_kill_and_resume_with_the_cli(tmp_path):
+    """SIGKILL in the middle of a run, then --resume: the weights equal an uninterrupted run's."""
+    data = _write_cifar_train(tmp_path / "c")
+    args = [sys.executable, "-m", "robustbench_augmix.cli.train", "--recipe", "cifar10-wrn40_2-augmix", "--arch",
+            "cifar:smallcnn", "--epochs", "4", "--batch-size", "16", "--data", str(data), "--no-progress",
+            "--threads", "1"]
+    subprocess.run(args + ["--out", str(tmp_path / "full")], env=ENV, check=True, capture_output=True)
+    p = subprocess.Popen(args + ["--out", str(tmp_path / "cut")], env=ENV, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert ckpt.exists() and not (tmp_path / "cut" / "card.toml").exists()
+    out = subprocess.run(args + ["--out", str(tmp_path / "cut"), "--resume"], env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_exported_card_evaluates_with_rb_eval(tmp_path):
+    from robustbench_augmix.cli.eval import main as eval_main
+    from robustbench_augmix.cli.train import main as train_main
+    from robustbench_augmix.zoo import get_card, load_model
+
+    data = _write_cifar_train(tmp_path / "c")
+    out = tmp_path / "runs" / "tiny-wrn"
+    assert train_main(["--recipe", "cifar10-wrn40_2-augmix", "--arch", "cifar:smallcnn", "--epochs", "1",
+                       "--batch-size", "32", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    card = get_card(str(out / "card.toml"))
+    assert card.id == "tiny-wrn" and card.dataset == "cifar10" and card.builder == "cifar:smallcnn"
+    assert card.recipe["recipe_id"] == "cifar10-wrn40_2-augmix" and card.recipe["epochs"] == 1
+    model, pre, info = load_model(card)
+    assert info["weights_sha256"] == card.weights["sha256"] and pre.mean == (0.5, 0.5, 0.5)
+    res = tmp_path / "res"
+    assert eval_main(["--model", str(out / "card.toml"), "--suite", "cifar10-c", "--data", str(data),
+                      "--corruptions", "fog", "--severities", "1", "--out", str(res), "--no-progress",
+                      "--bootstrap", "0"]) == 0
+    assert (res / "tiny-wrn__cifar10-c.json").exists()
+    # a tampered weights file is refused through its card's checksum
+    (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:-1] + b"\0")
+    from robustbench_augmix.zoo import WeightsMissing
+
+    with pytest.raises(WeightsMissing, match="does not match"):
+        load_model(card)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from robustbench_augmix.cli.train import main as train_main
+
+    assert train_main(["--recipe", "nope", "--out", str(tmp_path)]) == 2
+    assert "no recipe 'nope'" in capsys.readouterr().err
+    assert train_main(["--recipe", "digits-smallcnn-augmix", "--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    # CIFAR neither given nor downloadable here: the error says how to provide it
+    os.environ["RBA_CACHE"] = str(tmp_path / "cache")
+    try:
+        assert train_main(["--recipe", "cifar10-wrn40_2-augmix", "--out", str(tmp_path / "y")]) == 2
+    finally:
+        del os.environ["RBA_CACHE"]
+    assert "--data" in capsys.readouterr().err
+    assert train_main(["--list"]) == 0
+    assert "cifar10-wrn40_2-augmix" in capsys.readouterr().out
+
+
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+           "-m", "robustbench_augmix.cli.train", "--recipe", "digits-smallcnn-augmix", "--epochs", "2", "--limit",
+           "96", "--out", str(out), "--no-progress", "--threads", "1"]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and (out / "card.toml").exists()
+    # both ranks trained in lockstep: DDP keeps their weights equal, and rank 0 saved them
+    from robustbench_augmix.train import _EpochSampler
+
+    a, b = _EpochSampler(96, 0, 0, 2), _EpochSampler(96, 0, 1, 2)
+    assert set(a) | set(b) == set(range(96)) and not set(a) & set(b)
