@@ -145,3 +145,77 @@ def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=N
             "inference_ms": tot_inf / len(rows), "on_the_fly_ms": tot_fly / len(rows),
             "corrupt_ms": tot_cor / len(rows), "overhead": (tot_fly - tot_inf) / tot_inf,
             "corrupt_share": tot_cor / tot_inf}
+
+
+def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 64, device: str = "cpu",
+                severity: float = 3, amp: bool = False, channels_last: bool = False, min_time: float = 1.0,
+                rounds: int = 3, log=print) -> dict:
+    """AugMix throughput of the per-image path (Pillow, as DataLoader workers run it) vs the batched path
+    (draws on the host, pixels on ``device``), and the share of a JSD training step spent on augmentation.
+
+    Both paths produce the same training batch: (clean, aug1, aug2) for ``batch`` images, normalised,
+    on the device. The step is forward + JSD loss + backward + SGD on the 3x batch.
+    """
+    import torchvision.transforms as T
+
+    from .augmix import AugMixDataset, jsd_loss
+    from .augmix.batched import augmix_batch
+    from .data.sources import ArraySource
+    from .data.training import TrainSet
+    from .models import build
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    mean = std = (0.5, 0.5, 0.5)
+    src = ArraySource(_photos(size, batch), np.zeros(batch, np.int64))
+    transform = "pad_crop_flip" if size <= 64 else "resized_crop_flip"
+    kw = {"seed": 0, "severity": severity}
+    per_image = AugMixDataset(TrainSet(src, transform, size), T.Compose([T.ToTensor(), T.Normalize(mean, std)]), **kw)
+    batched = AugMixDataset(TrainSet(src, transform, size), batched=True, **kw)
+    collate = torch.utils.data.default_collate
+
+    def run_per_image():
+        views, _ = collate([per_image[i] for i in range(batch)])
+        [v.to(dev) for v in views]
+        sync()
+
+    host = collate([batched[i] for i in range(batch)])
+
+    def run_host():
+        collate([batched[i] for i in range(batch)])
+
+    def run_device(h=host):
+        augmix_batch(h[0].to(dev), h[1], mean, std)
+        sync()
+
+    model = build(arch, num_classes=10).to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    views = [v.contiguous(memory_format=torch.channels_last) if channels_last else v
+             for v in augmix_batch(host[0].to(dev), host[1], mean, std)]
+    y = torch.zeros(batch, dtype=torch.long, device=dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and dev.type == "cuda")
+
+    def run_step():
+        with torch.autocast(dev.type, dtype=torch.float16 if dev.type == "cuda" else torch.bfloat16, enabled=amp):
+            loss = jsd_loss(model(torch.cat(views)).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sync()
+
+    t = dict.fromkeys(("per_image", "host", "device", "step"), float("inf"))
+    fns = {"per_image": run_per_image, "host": run_host, "device": run_device, "step": run_step}
+    for r in range(rounds):  # interleaved rounds, best of each
+        for k, fn in fns.items():
+            t[k] = min(t[k], _timeit(fn, min_time / rounds, min_calls=1, max_calls=50) / batch)
+        log({"round": r + 1, **{k: v * 1e3 for k, v in t.items()}})
+    batched_ms = (t["host"] + t["device"]) * 1e3
+    return {"arch": arch, "size": size, "batch": batch, "device": device, "severity": severity, "amp": amp,
+            "threads": torch.get_num_threads(), "per_image_ms": t["per_image"] * 1e3, "batched_ms": batched_ms,
+            "batched_host_ms": t["host"] * 1e3, "batched_device_ms": t["device"] * 1e3, "step_ms": t["step"] * 1e3,
+            "speedup": t["per_image"] * 1e3 / batched_ms,
+            "aug_share_of_step": t["device"] / (t["device"] + t["step"]),
+            "aug_share_of_step_with_host": (t["host"] + t["device"]) / (t["host"] + t["device"] + t["step"])}

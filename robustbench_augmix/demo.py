@@ -168,9 +168,16 @@ def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
         lines.append(f"| {r['variant']} | " + " | ".join(f"{r['per_corruption'][c]:.1f}" for c in corr) + " |")
     docs = [dict(d, _path=str(out / "results" / f"{d['model']['id'].split('digits-smallcnn-')[-1]}.json"))
             for v in results.values() for d in v]
-    lines += ["", "## Every run", "", to_markdown(leaderboard(docs, allow_mixed=True))]
+    board = leaderboard(docs, allow_mixed=True)
+    lines += ["", "## Every run", "", to_markdown(board), "",
+              "Plots: `plots/*.png`; everything in one offline page: `report.html`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    from .report.html import write_html
+    from .report.plots import write_plots
+
+    write_html(board, docs, out / "report.html", write_plots(docs, out / "plots"),
+               title="rb-demo: standard vs AugMix + JSD on corrupted digits")
     return path
 
 

@@ -441,6 +441,7 @@ class Evaluation:
                 "top5_error": metrics.error(o["correct5"]), "nll": float(o["nll"].astype(np.float64).mean()),
                 "rms_calibration_error": _rms(o, cfg_q), "ece": metrics.expected_calibration_error(
                     o["confidence"], o["correct"]),
+                "reliability": metrics.reliability_bins(o["confidence"], o["correct"]),
             })
         baseline = self._baseline()
         agg, intervals = summarize(outcomes, self.suite, self.corruptions, self.severities, baseline,

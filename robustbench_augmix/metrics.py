@@ -161,6 +161,18 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(np.abs(gap).sum() / conf.size)
 
 
+def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> dict[str, list]:
+    """The reliability diagram over the ECE's bins: per bin the sample count, mean confidence and accuracy
+    (``None`` for an empty bin). ``sum_b count_b |confidence_b - accuracy_b| / N`` is the ECE."""
+    conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct, np.float64).ravel()
+    if conf.shape != corr.shape or conf.size == 0:
+        raise ValueError("confidence and correct must be non-empty and of equal length")
+    b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    mean = lambda w: [float(v / c) if c else None for v, c in zip(np.bincount(b, w, n_bins), count, strict=True)]  # noqa: E731
+    return {"count": count.tolist(), "confidence": mean(conf), "accuracy": mean(corr)}
+
+
 def nll(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood ``-mean_i log softmax(logits_i)[label_i]``.
 

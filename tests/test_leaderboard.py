@@ -72,3 +72,66 @@ def test_mixed_protocols_are_refused(results, capsys, tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"hello": 1}))
     assert board_main([str(bad)]) == 2
+
+
+def test_html_report_parses_sorts_and_embeds_the_plots(results, tmp_path):
+    from html.parser import HTMLParser
+
+    files, _ = results
+    out = tmp_path / "report.html"
+    assert board_main([*map(str, files), "--format", "html", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
+    text = out.read_text()
+
+    class Walk(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.open, self.imgs, self.tables, self.rows, self.refs = [], [], [], 0, [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.tags.append(tag)
+            if tag not in ("meta", "img", "br"):
+                self.open.append(tag)
+            if tag == "img":
+                self.imgs.append(a["src"])
+            if tag == "table":
+                self.tables += 1
+            if tag == "tr":
+                self.rows.append([])
+            if tag == "td":
+                self.rows[-1].append(a.get("data-v"))
+            for k in ("src", "href"):
+                if k in a and not a[k].startswith("data:"):
+                    self.refs.append(a[k])
+            if tag in ("script", "link") and ("src" in a or "href" in a):
+                self.refs.append(a.get("src") or a.get("href"))
+
+        def handle_endtag(self, tag):
+            assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+            self.open.pop()
+
+    w = Walk()
+    w.feed(text)
+    assert not w.open and w.tables == 2 and not w.refs          # well nested; nothing loaded from outside
+    assert len(w.imgs) == 4 and all(s.startswith("data:image/png;base64,") for s in w.imgs)
+    body = [r for r in w.rows if r]
+    assert len(body) == 4                                        # 2 models x (leaderboard, per-corruption)
+    ranks = [r[0] for r in body[:2]]
+    assert ranks == ["1", "2"] and "th.addEventListener('click'" in text
+    for name in ("error_vs_severity", "corruption_bars", "calibration_vs_severity", "reliability"):
+        png = (tmp_path / "p" / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert board_main([*map(str, files), "--format", "html"]) == 2  # no --out: a clear error, no file
+
+
+def test_reliability_bins_in_the_results_reproduce_the_ece(results):
+    files, _ = results
+    for d in load_results(files):
+        for c in d["cells"]:
+            r = c["reliability"]
+            assert sum(r["count"]) == c["n"]
+            ece = sum(n * abs(cf - ac) for n, cf, ac in zip(r["count"], r["confidence"], r["accuracy"], strict=True)
+                      if n) / c["n"]
+            assert ece == pytest.approx(c["ece"], abs=1e-9)
+            acc = sum(n * ac for n, ac in zip(r["count"], r["accuracy"], strict=True) if n) / c["n"]
+            assert acc == pytest.approx(1 - c["error"], abs=1e-9)

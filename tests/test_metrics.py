@@ -107,6 +107,10 @@ def test_ece_by_hand():
     assert metrics.expected_calibration_error(conf, corr) == pytest.approx(0.5 * 0.12 + 0.5 * 0.05)
     # Bins are (lo, hi]: 1/15 exactly falls in the first bin.
     assert metrics.expected_calibration_error(np.array([1 / 15]), np.array([0])) == pytest.approx(1 / 15)
+    rel = metrics.reliability_bins(conf, corr)
+    assert rel["count"][9] == 2 and rel["count"][14] == 2 and sum(rel["count"]) == 4
+    assert rel["confidence"][9] == pytest.approx(0.62) and rel["accuracy"][9] == 0.5 and rel["accuracy"][14] == 1
+    assert rel["confidence"][0] is None
 
 
 def test_nll_by_hand():

@@ -93,14 +93,59 @@ def _main_eval(args, err: Console) -> int:
     return 0
 
 
+def _train_table(res: dict, md: bool):
+    rows = [("per-image path (Pillow, one process)", f"{res['per_image_ms']:.3f}", f"{1e3 / res['per_image_ms']:.0f}"),
+            ("batched path: draws + crop on the host", f"{res['batched_host_ms']:.3f}", "-"),
+            ("batched path: pixels on the device", f"{res['batched_device_ms']:.3f}", "-"),
+            ("batched path, total", f"{res['batched_ms']:.3f}", f"{1e3 / res['batched_ms']:.0f}"),
+            (f"JSD training step of {res['arch']} (3 views)", f"{res['step_ms']:.3f}", f"{1e3 / res['step_ms']:.0f}")]
+    foot = [f"batched / per-image speed-up: {res['speedup']:.1f}x",
+            f"augmentation share of step time (device part): {100 * res['aug_share_of_step']:.1f}%",
+            f"with the host part in the same process: {100 * res['aug_share_of_step_with_host']:.1f}%"]
+    title = (f"AugMix throughput, {res['size']} px, batch {res['batch']}, severity {res['severity']:g}, "
+             f"{res['device']}, {res['threads']} threads")
+    if md:
+        out = [f"**{title}**", "", "| | ms / image | images / s |", "|---|---:|---:|"]
+        return "\n".join(out + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""] + [f"- {f}" for f in foot])
+    t = Table(title=title, caption="\n".join(foot))
+    for h in ("", "ms / image", "images / s"):
+        t.add_column(h, justify="left" if not h else "right")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _main_train(args, err: Console) -> int:
+    from ..bench import bench_train
+    from ..models import ModelError
+
+    try:
+        res = bench_train(arch=args.model, size=int(args.sizes.split(",")[-1]), batch=args.batch or 64,
+                          device=args.device, amp=args.amp, channels_last=args.channels_last,
+                          min_time=args.min_time,
+                          log=lambda r: err.print(f"[dim]round {r['round']}: per-image {r['per_image']:.3f} ms, "
+                                                  f"host {r['host']:.3f} ms, device {r['device']:.3f} ms, "
+                                                  f"step {r['step']:.3f} ms[/]"))
+    except (ModelError, ValueError) as e:
+        err.print(f"[red]rb-bench:[/] {e}")
+        return 2
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    out = _train_table(res, args.markdown)
+    print(out) if args.markdown else Console().print(out)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__,
                                  epilog="examples:\n  rb-bench corruptions --sizes 224,32\n"
                                         "  rb-bench eval --model cifar:wrn40_2 --suite cifar10-c\n"
-                                        "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c --device cuda",
+                                        "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c --device cuda\n"
+                                        "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["corruptions", "eval"], nargs="?", default="corruptions")
-    ap.add_argument("--model", default="cifar:wrn40_2", help="eval: builder (cifar:, timm:, torchvision:)")
+    ap.add_argument("what", choices=["corruptions", "eval", "train"], nargs="?", default="corruptions")
+    ap.add_argument("--model", default="cifar:wrn40_2", help="eval, train: builder (cifar:, timm:, torchvision:)")
     ap.add_argument("--suite", default="cifar10-c", help="eval: suite")
     ap.add_argument("--images", type=int, default=256, help="eval: images per measurement")
     ap.add_argument("--amp", action="store_true")
@@ -117,6 +162,8 @@ def main(argv=None) -> int:
     err = Console(stderr=True)
     if args.what == "eval":
         return _main_eval(args, err)
+    if args.what == "train":
+        return _main_train(args, err)
     from ..bench import bench_corruptions
 
     try:

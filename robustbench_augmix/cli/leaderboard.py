@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   rb-leaderboard results/*.json
   rb-leaderboard results/*.json --format markdown --per-corruption
   rb-leaderboard results/*.json --format csv > board.csv
+  rb-leaderboard results/*.json --format html --out report.html       # one offline file, plots embedded
+  rb-leaderboard results/*.json --plots report/                         # PNG plots into report/
 """
 
 
@@ -19,19 +21,35 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rb-leaderboard", description=__doc__, epilog=EXAMPLES,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="result JSON files written by rb-eval")
-    ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex"], default="terminal")
+    ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex", "html"], default="terminal")
     ap.add_argument("--per-corruption", action="store_true", help="the paper-style table: one column per corruption")
     ap.add_argument("--allow-mixed", action="store_true", help="rank results of different protocols together")
-    ap.add_argument("--out", help="write to this file instead of stdout")
+    ap.add_argument("--out", help="write to this file instead of stdout (needed for --format html)")
+    ap.add_argument("--plots", help="also write the plots as PNG files into this folder")
+    ap.add_argument("--title", default="Robustness report", help="HTML report title")
     args = ap.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
     from ..report import MixedProtocols, leaderboard, load_results, to_csv, to_latex, to_markdown, to_rich
 
     try:
-        board = leaderboard(load_results(args.results), allow_mixed=args.allow_mixed)
+        docs = load_results(args.results)
+        board = leaderboard(docs, allow_mixed=args.allow_mixed)
+        if args.format == "html" and not args.out:
+            raise ValueError("--format html writes a file: pass --out report.html")
     except (MixedProtocols, ValueError) as e:
         err.print(f"[bold red]rb-leaderboard:[/] {e}")
         return 2
+    plots = None
+    if args.plots:
+        from ..report.plots import write_plots
+
+        plots = write_plots(docs, args.plots)
+        err.print(f"plots: {', '.join(str(p) for p in plots.values())}")
+    if args.format == "html":
+        from ..report.html import write_html
+
+        err.print(f"wrote {write_html(board, docs, args.out, plots, args.title)}")
+        return 0
     if args.format == "terminal":
         Console(file=open(args.out, "w") if args.out else None).print(to_rich(board))
         return 0

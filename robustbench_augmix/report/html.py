@@ -1,0 +1,129 @@
+"""A single self-contained HTML report: the leaderboard and per-corruption tables (sortable by clicking a
+column head, a few lines of inline JavaScript), the protocol, and the plots embedded as base64 PNGs.
+No CDN, no external file: it opens offline."""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import COLUMNS, Board, _cells, _fmt
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
+ padding:0 1rem;color:#1d2330;background:#fff}
+h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #dde;
+ padding-bottom:.3rem}
+.protocol{color:#555;font-size:.9rem}.mixed{color:#b00020;font-weight:600}
+table{border-collapse:collapse;font-size:.88rem;margin:.6rem 0;width:100%}
+th,td{padding:.35rem .6rem;border-bottom:1px solid #e6e8ef;white-space:nowrap}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f5fa;cursor:pointer;user-select:none;position:sticky;top:0}
+th:hover{background:#e4e9f5}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
+tr:hover td{background:#fafbff}.scroll{overflow-x:auto}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.85rem}
+.note{color:#555;font-size:.85rem}
+"""
+
+# Click a header to sort by it (numbers numerically, '-' last); click again to reverse.
+JS = """
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){th.addEventListener('click',function(){
+    var asc=!th.classList.contains('asc');
+    t.querySelectorAll('th').forEach(function(h){h.classList.remove('asc','desc')});
+    th.classList.add(asc?'asc':'desc');
+    var rows=Array.prototype.slice.call(t.tBodies[0].rows);
+    rows.sort(function(a,b){
+      var x=a.cells[i].getAttribute('data-v'),y=b.cells[i].getAttribute('data-v');
+      var nx=parseFloat(x),ny=parseFloat(y);
+      if(x==='')return 1; if(y==='')return -1;
+      var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:x.localeCompare(y);
+      return asc?c:-c;});
+    rows.forEach(function(r){t.tBodies[0].appendChild(r)});
+  })});
+});
+"""
+
+CAPTIONS = {
+    "error_vs_severity": "Top-1 error against severity for each corruption (severity 0: clean).",
+    "corruption_bars": "Per-corruption error (or CE normalised by the baseline) for each model.",
+    "calibration_vs_severity": "RMS calibration error against severity, mean over corruptions (0: clean).",
+    "reliability": "Reliability diagrams: accuracy against confidence in 15 bins, clean vs every corrupted cell.",
+}
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool]) -> str:
+    e = html.escape
+    out = ['<div class="scroll"><table class="sortable"><thead><tr>']
+    out += [f'<th class="{"num" if n else ""}">{e(h)}</th>' for h, n in zip(head, numeric, strict=True)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>")
+        for (shown, value), n in zip(row, numeric, strict=True):
+            v = "" if value is None else str(value)
+            out.append(f'<td class="{"num" if n else ""}" data-v="{e(v)}">{e(shown)}</td>')
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = None,
+           title: str = "Robustness report") -> str:
+    """The report as one HTML string (plots: name -> PNG path, embedded as data URIs)."""
+    e = html.escape
+    numeric = [k not in ("model", "architecture", "delta") for k, _ in COLUMNS]
+    rows = []
+    for r in board.rows:
+        shown = _cells(r)
+        rows.append([(s, r.get(k) if k != "delta" else s) for s, (k, _) in zip(shown, COLUMNS, strict=True)])
+    per_c = []
+    for r in board.rows:
+        vals = [r["per_corruption"].get(c) for c in board.corruptions]
+        have = [v for v in vals if v is not None]
+        mean = sum(have) / len(have) if have else None
+        per_c.append([(r["model"], r["model"])] + [(_fmt(v), v) for v in vals] + [(_fmt(mean), mean)])
+    metric = "CE (%)" if all("ce" in d["aggregates"] for d in docs) else "error (%)"
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta name='viewport' content='width=device-width,initial-scale=1'><title>{e(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p class='protocol'>Protocol: {e(board.protocol)}"
+        + (" <span class='mixed'>MIXED: rows measured under different protocols are not comparable</span>"
+           if board.mixed else "") + "</p>",
+        "<h2>Leaderboard</h2>",
+        "<p class='note'>Errors in %, lower is better. Click a column head to sort. 'vs reported': measured minus "
+        "the number the model's paper reports (from its zoo card).</p>",
+        _table([h for _, h in COLUMNS], rows, numeric),
+        f"<h2>Per corruption: {e(metric)}</h2>",
+        _table(["model", *board.corruptions, "mean"], per_c, [False] + [True] * (len(board.corruptions) + 1)),
+    ]
+    if plots:
+        parts.append("<h2>Plots</h2>")
+        for name, path in plots.items():
+            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            parts.append(f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{e(CAPTIONS.get(name, name))}</figcaption></figure>")
+    parts.append("<h2>Result files</h2><ul class='note'>")
+    parts += [f"<li>{e(d['model']['id'])}: {e(d.get('_path', '-'))} ({e(d.get('created', ''))})</li>" for d in docs]
+    parts.append(f"</ul><script>{JS}</script></body></html>")
+    return "\n".join(parts)
+
+
+def write_html(board: Board, docs: Sequence[dict], path: str | Path, plots: dict[str, Path] | None = None,
+               title: str = "Robustness report") -> Path:
+    """Write the report; with ``plots=None`` the plots are drawn into a temporary folder and embedded."""
+    from ..generate import atomic_write
+    from .plots import write_plots
+
+    path = Path(path)
+    if plots is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = render(board, docs, write_plots(docs, tmp), title)
+    else:
+        text = render(board, docs, plots, title)
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    return path
