@@ -141,7 +141,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__,
                                  epilog="examples:\n  rb-bench corruptions --sizes 224,32\n"
                                         "  rb-bench eval --model cifar:wrn40_2 --suite cifar10-c\n"
-                                        "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c --device cuda\n"
+                                        "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c "
+                                        "--device cuda\n"
                                         "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["corruptions", "eval", "train"], nargs="?", default="corruptions")
