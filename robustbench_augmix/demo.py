@@ -173,10 +173,10 @@ def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
               "Plots: `plots/*.png`; everything in one offline page: `report.html`."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    from .report.html import write_html
+    from .report.html import ordered, write_html
     from .report.plots import write_plots
 
-    write_html(board, docs, out / "report.html", write_plots(docs, out / "plots"),
+    write_html(board, docs, out / "report.html", write_plots(ordered(board, docs), out / "plots"),
                title="rb-demo: standard vs AugMix + JSD on corrupted digits")
     return path
 

@@ -241,7 +241,8 @@ class Trainer:
         if config.limit:
             from .data.sources import ArraySource
 
-            src = ArraySource(src.images[:config.limit], src.labels[:config.limit], getattr(src, "classes", None))
+            src = (dataclasses.replace(src, files=src.files[:config.limit]) if hasattr(src, "files") else
+                   ArraySource(src.images[:config.limit], src.labels[:config.limit], getattr(src, "classes", None)))
         self.num_classes = int(np.max(src.labels)) + 1 if not getattr(src, "classes", None) else len(src.classes)
         base = TrainSet(src, recipe.transform, recipe.input_size, seed=config.seed)
         self.pre = _preprocess(recipe.mean, recipe.std)

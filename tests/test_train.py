@@ -227,3 +227,16 @@ def test_torchrun_two_processes(tmp_path):
 
     a, b = _EpochSampler(96, 0, 0, 2), _EpochSampler(96, 0, 1, 2)
     assert set(a) | set(b) == set(range(96)) and not set(a) & set(b)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_imagefolder_training_with_the_imagenet_recipe(folder_root, tmp_path, batched):
+    """RandomResizedCrop(224) + flip + AugMix at severity 1 on an ImageFolder tree of JPEGs of assorted sizes."""
+    r = load_recipe("imagenet-resnet50-augmix", arch="cifar:smallcnn", epochs=1, batch_size=6)
+    t = Trainer(r, TrainConfig(out=str(tmp_path / "in"), data=str(folder_root), progress=False, batched=batched))
+    assert t.num_classes == 2 and len(t.ds) == 6
+    (x, y) = t.ds[0] if not batched else (t.ds[0][0], t.ds[0][2])
+    assert (x[0].shape if not batched else x.shape) == (3, 224, 224)
+    row = t.fit()
+    assert row["epoch"] == 1 and row["test_error"] is None and (tmp_path / "in" / "card.toml").exists()
+    assert learning_rate(r, 0, 1) == pytest.approx(0.1 * 6 / 256)

@@ -41,9 +41,10 @@ def main(argv=None) -> int:
         return 2
     plots = None
     if args.plots:
+        from ..report.html import ordered
         from ..report.plots import write_plots
 
-        plots = write_plots(docs, args.plots)
+        plots = write_plots(ordered(board, docs), args.plots)
         err.print(f"plots: {', '.join(str(p) for p in plots.values())}")
     if args.format == "html":
         from ..report.html import write_html

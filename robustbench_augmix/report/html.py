@@ -20,6 +20,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;bor
 .protocol{color:#555;font-size:.9rem}.mixed{color:#b00020;font-weight:600}
 table{border-collapse:collapse;font-size:.88rem;margin:.6rem 0;width:100%}
 th,td{padding:.35rem .6rem;border-bottom:1px solid #e6e8ef;white-space:nowrap}
+th{white-space:normal;vertical-align:bottom}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f3f5fa;cursor:pointer;user-select:none;position:sticky;top:0}
 th:hover{background:#e4e9f5}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
@@ -51,14 +52,17 @@ CAPTIONS = {
     "error_vs_severity": "Top-1 error against severity for each corruption (severity 0: clean).",
     "corruption_bars": "Per-corruption error (or CE normalised by the baseline) for each model.",
     "calibration_vs_severity": "RMS calibration error against severity, mean over corruptions (0: clean).",
-    "reliability": "Reliability diagrams: accuracy against confidence in 15 bins, clean vs every corrupted cell.",
+    "reliability": "Reliability diagrams: accuracy against confidence in 15 bins, clean vs every corrupted cell "
+                   "(bins of fewer than 10 images, or 0.2 % of them, are not drawn).",
 }
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool]) -> str:
     e = html.escape
     out = ['<div class="scroll"><table class="sortable"><thead><tr>']
-    out += [f'<th class="{"num" if n else ""}">{e(h)}</th>' for h, n in zip(head, numeric, strict=True)]
+    # underscores become spaces so long corruption names wrap instead of widening the table
+    out += [f'<th class="{"num" if n else ""}">{e(h.replace("_", " "))}</th>'
+            for h, n in zip(head, numeric, strict=True)]
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append("<tr>")
@@ -113,6 +117,12 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
     return "\n".join(parts)
 
 
+def ordered(board: Board, docs: Sequence[dict]) -> list[dict]:
+    """``docs`` in the board's rank order, so every plot gives the same model the same colour."""
+    rank = {r["file"]: r["rank"] for r in board.rows}
+    return sorted(docs, key=lambda d: rank.get(d.get("_path"), len(rank) + 1))
+
+
 def write_html(board: Board, docs: Sequence[dict], path: str | Path, plots: dict[str, Path] | None = None,
                title: str = "Robustness report") -> Path:
     """Write the report; with ``plots=None`` the plots are drawn into a temporary folder and embedded."""
@@ -120,6 +130,7 @@ def write_html(board: Board, docs: Sequence[dict], path: str | Path, plots: dict
     from .plots import write_plots
 
     path = Path(path)
+    docs = ordered(board, docs)
     if plots is None:
         with tempfile.TemporaryDirectory() as tmp:
             text = render(board, docs, write_plots(docs, tmp), title)

@@ -137,8 +137,12 @@ def _pooled(cells: Sequence[dict]) -> tuple[list[float], list[float], list[int]]
             [v / n if n else float("nan") for v, n in zip(acc, cnt, strict=True)], cnt)
 
 
+MIN_BIN, MIN_BIN_SHARE = 10, 0.002
+
+
 def reliability(docs: Sequence[dict], path: str | Path) -> Path:
-    """Reliability diagrams (accuracy against confidence, 15 bins), clean vs every corrupted cell pooled."""
+    """Reliability diagrams (accuracy against confidence, 15 bins), clean vs every corrupted cell pooled;
+    bins holding fewer than ``max(MIN_BIN, MIN_BIN_SHARE * N)`` images are not drawn."""
     plt = _plt()
     docs = [d for d in docs if d["cells"] and "reliability" in d["cells"][0]]
     if not docs:
@@ -153,7 +157,8 @@ def reliability(docs: Sequence[dict], path: str | Path) -> Path:
         for cells, label, color in ((clean, "clean", PALETTE[0]), (corr, "corrupted", PALETTE[1])):
             if cells:
                 conf, acc, cnt = _pooled(cells)
-                keep = [i for i, n in enumerate(cnt) if n]
+                # a bin of a handful of images is noise (0 or 100 % accuracy), not calibration: skip it
+                keep = [i for i, n in enumerate(cnt) if n >= max(MIN_BIN, MIN_BIN_SHARE * sum(cnt))]
                 ax.plot([conf[i] for i in keep], [acc[i] for i in keep], "o-", ms=3, color=color,
                         label=f"{label} ({sum(cnt)} images)")
         ax.set_title(_name(d), fontsize=9)
