@@ -78,9 +78,12 @@ def test_schedules_and_overrides():
         load_recipe("cifar10-wrn40_2-augmix", augmix=False)
 
 
-def _tiny(n=96):
-    d = digits("train")
+def _tiny(n=96, split="train"):
+    d = digits(split)
     return ArraySource(d.images[:n], d.labels[:n], d.classes)
+
+
+TEST = _tiny(100, "test")
 
 
 def _cfg(out, **kw):
@@ -97,7 +100,7 @@ def _train_loss(trainer) -> float:
 @pytest.mark.parametrize("batched", [False, True])
 def test_two_epochs_lower_the_loss(tmp_path, batched):
     r = load_recipe("digits-smallcnn-augmix", epochs=2, batch_size=16)
-    t = Trainer(r, _cfg(tmp_path / "run", batched=batched), train_set=_tiny(192))
+    t = Trainer(r, _cfg(tmp_path / "run", batched=batched), train_set=_tiny(192), test_set=TEST)
     before = _train_loss(t)
     row = t.fit()
     assert _train_loss(t) < before - 0.1  # from chance (log 10 = 2.30)
@@ -109,14 +112,14 @@ def test_two_epochs_lower_the_loss(tmp_path, batched):
 @pytest.mark.parametrize("recipe", ["digits-smallcnn-augmix", "digits-smallcnn-standard"])
 def test_resume_equals_an_uninterrupted_run(tmp_path, recipe):
     r = load_recipe(recipe, epochs=3)
-    full = Trainer(r, _cfg(tmp_path / "full"), train_set=_tiny())
+    full = Trainer(r, _cfg(tmp_path / "full"), train_set=_tiny(), test_set=TEST)
     full.fit()
-    part = Trainer(r, _cfg(tmp_path / "part", stop_after=1), train_set=_tiny())
+    part = Trainer(r, _cfg(tmp_path / "part", stop_after=1), train_set=_tiny(), test_set=TEST)
     part.fit()
     assert not (tmp_path / "part" / "model.safetensors").exists()
     with pytest.raises(TrainError, match="--resume"):
         Trainer(r, _cfg(tmp_path / "part"), train_set=_tiny())
-    resumed = Trainer(r, _cfg(tmp_path / "part", resume=True), train_set=_tiny())
+    resumed = Trainer(r, _cfg(tmp_path / "part", resume=True), train_set=_tiny(), test_set=TEST)
     assert resumed.epoch == 1
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
