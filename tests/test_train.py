@@ -243,3 +243,18 @@ def test_imagefolder_training_with_the_imagenet_recipe(folder_root, tmp_path, ba
     row = t.fit()
     assert row["epoch"] == 1 and row["test_error"] is None and (tmp_path / "in" / "card.toml").exists()
     assert learning_rate(r, 0, 1) == pytest.approx(0.1 * 6 / 256)
+
+
+def test_rb_bench_train_reports_both_paths(tmp_path, capsys):
+    import json
+
+    from robustbench_augmix.cli.bench import main as bench_main
+
+    out = tmp_path / "b.json"
+    assert bench_main(["train", "--model", "cifar:smallcnn", "--sizes", "32", "--batch", "8", "--min-time", "0.01",
+                       "--json", str(out), "--markdown"]) == 0
+    res = json.loads(out.read_text())
+    assert res["batched_ms"] == pytest.approx(res["batched_host_ms"] + res["batched_device_ms"])
+    assert res["speedup"] == pytest.approx(res["per_image_ms"] / res["batched_ms"])
+    assert 0 < res["aug_share_of_step"] < 1 and res["per_image_ms"] > 0 and res["step_ms"] > 0
+    assert "batched / per-image speed-up" in capsys.readouterr().out

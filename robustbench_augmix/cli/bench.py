@@ -47,6 +47,15 @@ def _table(rows, md: bool):
     return t
 
 
+def _emit(args, raw, table) -> int:
+    """Write the raw rows to --json when asked, print the table (Markdown or rich)."""
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(raw, f, indent=1)
+    print(table) if args.markdown else Console().print(table)
+    return 0
+
+
 def _eval_table(res: dict, md: bool):
     head = ["corruption", "inference ms/img", "on the fly ms/img", "overhead", "corrupt only ms/img",
             "corrupt / inference"]
@@ -85,12 +94,7 @@ def _main_eval(args, err: Console) -> int:
                      log=lambda r: err.print(f"[dim]{r['corruption']}: inference {r['inference_ms']:.3f} ms, "
                                              f"on the fly {r['on_the_fly_ms']:.3f} ms[/]"))
     res["model"] = args.model
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
-    out = _eval_table(res, args.markdown)
-    print(out) if args.markdown else Console().print(out)
-    return 0
+    return _emit(args, res, _eval_table(res, args.markdown))
 
 
 def _train_table(res: dict, md: bool):
@@ -129,12 +133,7 @@ def _main_train(args, err: Console) -> int:
     except (ModelError, ValueError) as e:
         err.print(f"[red]rb-bench:[/] {e}")
         return 2
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
-    out = _train_table(res, args.markdown)
-    print(out) if args.markdown else Console().print(out)
-    return 0
+    return _emit(args, res, _train_table(res, args.markdown))
 
 
 def main(argv=None) -> int:
@@ -176,15 +175,7 @@ def main(argv=None) -> int:
     except ImportError as e:
         err.print(f"[red]rb-bench:[/] {e} (or pass --no-reference)")
         return 2
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
-    out = _table(rows, args.markdown)
-    if args.markdown:
-        print(out)
-    else:
-        Console().print(out)
-    return 0
+    return _emit(args, rows, _table(rows, args.markdown))
 
 
 if __name__ == "__main__":
