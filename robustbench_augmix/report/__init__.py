@@ -182,7 +182,7 @@ def to_rich(board: Board):
               caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else ""))
     for _, h in COLUMNS:
         t.add_column(h, justify="right" if h not in ("model", "architecture", "vs reported") else "left",
-                     no_wrap=h == "model", overflow="fold")
+                     no_wrap=h in ("model", "architecture"), overflow="fold")
     for r in board.rows:
         t.add_row(*_cells(r))
     return t
