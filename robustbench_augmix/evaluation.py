@@ -161,6 +161,7 @@ class Evaluation:
         self.preprocess = preprocess or getattr(model, "rba_preprocess", None) or Preprocess()
         self.model_info = {"id": model.__class__.__name__, **(model_info or {})}
         self.model_info["fingerprint"] = model_fingerprint(model)
+        self.model_info.setdefault("params", sum(p.numel() for p in model.parameters()))
 
         names = list(cfg.corruptions) if cfg.corruptions else self.suite.names(extra=cfg.extra)
         for c in names:

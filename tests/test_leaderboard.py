@@ -46,6 +46,7 @@ def test_ranking_formats_and_deltas(results, capsys):
     assert [r["model"] for r in board.rows] == ["wrn40_2_augmix_cifar10"] * 2
     assert [r["file"] for r in board.rows] == [str(f) for _, f in sorted(zip(mce, files, strict=True))]
     r = board.rows[0]
+    assert r["params"] == 2_243_546 and "2.24" in to_markdown(board)  # WRN-40-2 (tests/test_models.py)
     assert r["reported_mean_corruption_error"] == 11.2
     assert r["delta_mean_corruption_error"] == pytest.approx(r["mean_corruption_error"] - 11.2, abs=0.01)
     rows = list(csv.DictReader(io.StringIO(to_csv(board))))

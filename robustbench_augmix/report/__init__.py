@@ -92,6 +92,7 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False) -> Board:
             "clean_error": _pct(a.get("clean_error")), "mean_corruption_error": _pct(a.get("mean_corruption_error")),
             "mce": _pct(a.get("mce")), "relative_mce": _pct(a.get("relative_mce")),
             "rms_calibration_error": _pct(a.get("rms_calibration_error")),
+            "params": d["model"].get("params"),
             "source": "measured", "protocol": _describe(protocol_key(d)), "file": d["_path"],
             "per_corruption": {c: _pct(v) for c, v in a.get("ce" if use_mce else "corruption_error", {}).items()},
         }
@@ -121,7 +122,7 @@ def _fmt(v) -> str:
 
 COLUMNS = [("rank", "rank"), ("model", "model"), ("architecture", "architecture"), ("clean_error", "clean err"),
            ("mean_corruption_error", "corr. err"), ("mce", "mCE"), ("relative_mce", "rel. mCE"),
-           ("rms_calibration_error", "RMS calib."), ("delta", "vs reported")]
+           ("rms_calibration_error", "RMS calib."), ("params", "params (M)"), ("delta", "vs reported")]
 
 
 def _cells(r: dict) -> list[str]:
@@ -130,6 +131,8 @@ def _cells(r: dict) -> list[str]:
         if key == "delta":
             parts = [f"{k.removeprefix('delta_')} {r[k]:+.2f}" for k in r if k.startswith("delta_")]
             out.append(", ".join(parts) or "-")
+        elif key == "params":
+            out.append("-" if r.get(key) is None else f"{r[key] / 1e6:.2f}")
         elif isinstance(r.get(key), float):
             out.append(_fmt(r[key]))
         else:
