@@ -337,8 +337,8 @@ class Trainer:
         self.sampler.epoch = self.epoch
         torch.manual_seed(_key("rba/v1/torch", self.cfg.seed, self.epoch, self.rank))
         steps = len(self.loader)
-        tot = torch.zeros(3, dtype=torch.float64)  # loss sum, wrong, count
-        t0, seen = time.perf_counter(), 0
+        tot = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, wrong, count
+        t0, seen, shown, every = time.perf_counter(), 0, 0, max(1, steps // 100)
         amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
         for batch in self.loader:
             lr = learning_rate(r, self.step, steps)
@@ -356,12 +356,17 @@ class Trainer:
             self.step += 1
             b = len(y)
             clean = logits[:b]
-            loss_v = float(loss.detach())
-            tot += torch.tensor([loss_v * b, float((clean.detach().argmax(1) != y).sum()), b], dtype=torch.float64)
+            # accumulate on the device; read back (a sync) only for the progress bar, ~100 times an epoch
+            tot += torch.stack([loss.detach().double() * b, (clean.detach().argmax(1) != y).sum().double(),
+                                torch.tensor(float(b), dtype=torch.float64, device=dev)])
             seen += b
-            advance(b, loss_v, float(tot[1] / tot[2]), seen * self.world / (time.perf_counter() - t0))
+            if self.step % every == 0 or seen == len(self.sampler):
+                t = tot.tolist()
+                advance(seen - shown, t[0] / t[2], t[1] / t[2], seen * self.world / (time.perf_counter() - t0))
+                shown = seen
         if self.world > 1:
             torch.distributed.all_reduce(tot)
+        tot = tot.cpu()
         secs = time.perf_counter() - t0
         return {"lr": lr, "train_loss": float(tot[0] / tot[2]), "train_error": float(tot[1] / tot[2]),
                 "images_per_s": float(tot[2]) / secs, "seconds": secs}
