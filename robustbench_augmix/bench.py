@@ -156,13 +156,12 @@ def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 64, de
     Both paths produce the same training batch: (clean, aug1, aug2) for ``batch`` images, normalised,
     on the device. The step is forward + JSD loss + backward + SGD on the 3x batch.
     """
-    import torchvision.transforms as T
-
     from .augmix import AugMixDataset, jsd_loss
     from .augmix.batched import augmix_batch
     from .data.sources import ArraySource
     from .data.training import TrainSet
     from .models import build
+    from .train import _preprocess
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -170,7 +169,7 @@ def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 64, de
     src = ArraySource(_photos(size, batch), np.zeros(batch, np.int64))
     transform = "pad_crop_flip" if size <= 64 else "resized_crop_flip"
     kw = {"seed": 0, "severity": severity}
-    per_image = AugMixDataset(TrainSet(src, transform, size), T.Compose([T.ToTensor(), T.Normalize(mean, std)]), **kw)
+    per_image = AugMixDataset(TrainSet(src, transform, size), _preprocess(mean, std), **kw)
     batched = AugMixDataset(TrainSet(src, transform, size), batched=True, **kw)
     collate = torch.utils.data.default_collate
 

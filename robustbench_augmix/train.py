@@ -21,7 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,6 @@ class TrainConfig:
     limit: int | None = None      # first N training images (smoke tests)
     stop_after: int | None = None  # end this run after that many epochs (the checkpoint lets it resume)
     threads: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Trainer:

@@ -124,7 +124,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, recipe):
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "full" / "log.csv").read_text() .splitlines()[1:][-1].split(",")[:4] == \
+    assert (tmp_path / "full" / "log.csv").read_text().splitlines()[1:][-1].split(",")[:4] == \
         (tmp_path / "part" / "log.csv").read_text().splitlines()[1:][-1].split(",")[:4]
     # a checkpoint from another recipe is refused, naming what differs
     with pytest.raises(TrainError, match="epochs"):
@@ -225,7 +225,7 @@ def test_torchrun_two_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     log = (out / "log.csv").read_text().splitlines()
     assert len(log) == 3 and (out / "card.toml").exists()
-    # both ranks trained in lockstep: DDP keeps their weights equal, and rank 0 saved them
+    # the ranks' shares of an epoch partition the images: none is seen twice, none skipped
     from robustbench_augmix.train import _EpochSampler
 
     a, b = _EpochSampler(96, 0, 0, 2), _EpochSampler(96, 0, 1, 2)
