@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from . import metrics
 from ._alloc import release_free_memory
 from .corruptions import REGISTRY, corrupt_levels, load_suite
-from .corruptions.digital import jpeg_roundtrip_u8
+from .corruptions.digital import jpeg_roundtrip_levels
 from .corruptions.suites import SEVERITIES, Suite
 from .data.sources import (
     ArraySource,
@@ -307,8 +307,7 @@ class Evaluation:
         y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.cfg.seed, index=idx.tolist())
         if self.storage_jpeg:
             q = self.suite.jpeg_quality or 85
-            u8 = jpeg_roundtrip_u8(np.ascontiguousarray(y.permute(0, 2, 3, 1).cpu().numpy()), q)
-            y = torch.from_numpy(u8).permute(0, 3, 1, 2).to(x.device)
+            y = jpeg_roundtrip_levels(y, q)
         return y.float() / 255
 
     @torch.inference_mode()

@@ -45,6 +45,18 @@ def test_kernel_contract(suite, name):
 
 
 @pytest.mark.parametrize("name", IMPLEMENTED)
+def test_cpu_chunking_and_memory_layout_do_not_change_the_output(name, monkeypatch):
+    import robustbench_augmix.corruptions as rc
+
+    x = to_tensor([photo(i, 64) for i in range(5)])
+    whole = rba.corrupt(x, name, 4, suite="tinyimagenet-c", seed=2)
+    monkeypatch.setattr(rc, "_CPU_CHUNK", 2 * x[0].numel())  # chunks of 2, 2 and 1 images
+    assert torch.equal(rba.corrupt(x, name, 4, suite="tinyimagenet-c", seed=2), whole)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(rba.corrupt(cl, name, 4, suite="tinyimagenet-c", seed=2), whole)
+
+
+@pytest.mark.parametrize("name", IMPLEMENTED)
 def test_numpy_uint8_convention_and_single_image(name):
     img = photo(0, 32)
     out = rba.corrupt(img, name, 2, suite="cifar10-c", seed=1, index=7)

@@ -71,7 +71,26 @@ def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imag
     c = REGISTRY[corruption]
     if x.shape[0] == 0:
         return x.clone()
-    h, w = x.shape[-2:]
+    n, _, h, w = x.shape
+    # Channels-last input (a permuted uint8 HWC batch) makes resampling kernels several times slower.
+    x = x.contiguous()
+    step = n if x.device.type != "cpu" else max(1, _CPU_CHUNK // x[0].numel())
+    if step >= n:
+        return _apply_chunk(c, x, params, seeds, h, w)
+    # On the CPU, chunks whose temporaries stay in cache run up to 3x faster at 224 px than one large
+    # batch, whose buffers are fresh mmaps that page-fault on every pass (docs/performance.md). Every
+    # image's draws come from its own generator, so the output does not depend on the split.
+    out = torch.empty_like(x)
+    for i in range(0, n, step):
+        out[i : i + step] = _apply_chunk(c, x[i : i + step], params, seeds[i : i + step], h, w)
+    return out
+
+
+# About 1.2 M values (8 images at 224 px, 400 at 32 px) per chunk on the CPU.
+_CPU_CHUNK = 1_250_000
+
+
+def _apply_chunk(c: Corruption, x: torch.Tensor, params: Params, seeds: Sequence[int], h: int, w: int):
     draws = c.sample(Draws(seeds, x.device), h, w, params) if c.sample is not None else {}
     return c.apply(x, params, draws)
 

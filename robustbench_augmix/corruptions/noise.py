@@ -41,19 +41,27 @@ def impulse_noise(x, p, draws):
     return torch.where((u >= p.amount / 2) & (u < p.amount), torch.zeros_like(x), out)
 
 
+_GUIDE_BINS = 1024
+
+
 @functools.lru_cache(maxsize=32)
-def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray]:
-    """For the 256 input levels l, the CDF of Poisson(l / 255 * photons) over k = 0..K-1, and a
-    guide table: for each of G equal bins of u, the smallest k whose CDF reaches the bin's start."""
+def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse-CDF tables for Poisson(l / 255 * photons) at the 256 input levels l.
+
+    Returns the CDF over k = 0..K-1 per level, and for each of G equal bins of u the smallest k
+    whose CDF reaches the bin's start (``guide``) and whether that k is already the answer for every
+    u in the bin (``settled``: the next bin starts at the same k, so CDF(k) passes the bin's end).
+    """
     lam = np.arange(256) / 255.0 * photons
     kmax = int(photons + 12 * np.sqrt(photons) + 30)
     k = np.arange(kmax)
     cdf = stats.poisson.cdf(k[None, :], lam[:, None])
     cdf[:, -1] = 1.0
-    g = 1024
-    starts = np.arange(g) / g
-    guide = np.stack([np.searchsorted(row, starts, side="left") for row in cdf])
-    return cdf, guide
+    g = _GUIDE_BINS
+    starts = np.arange(g + 1) / g
+    edges = np.stack([np.searchsorted(row, starts, side="left") for row in cdf])
+    guide, settled = edges[:, :-1], edges[:, :-1] == edges[:, 1:]
+    return cdf, guide.astype(np.int32), settled
 
 
 @register("shot_noise", "noise", sample=lambda d, h, w, p: {"u": d.uniform(3, h, w, dtype=torch.float64)})
@@ -61,23 +69,27 @@ def shot_noise(x, p, draws):
     """``Poisson(x * photons) / photons`` (IN l. 256-260), sampled exactly by inverting the CDF.
 
     The rate is taken at the input's 8-bit level (the reference always receives 8-bit images), which
-    lets one table per level serve every pixel: a guide table gives the start and a short search
-    finishes. Off-grid float inputs are rounded to the nearest level first.
+    lets one table per level serve every pixel: the guide table settles most draws in one lookup and
+    a short search finishes the rest. Off-grid float inputs are rounded to the nearest level first.
     """
-    cdf_np, guide_np = _poisson_tables(float(p.photons))
-    cdf = torch.as_tensor(cdf_np, device=x.device)
-    guide = torch.as_tensor(guide_np, device=x.device)
-    kk = cdf.shape[1]
-    level = round_levels_u8(x).long().reshape(-1)
+    cdf_np, guide_np, settled_np = _poisson_tables(float(p.photons))
+    dev = x.device
+    cdf = torch.as_tensor(cdf_np, device=dev)
+    g = guide_np.shape[1]
+    cell = round_levels_u8(x).int().reshape(-1) * g
     u = draws["u"].reshape(-1)
-    g = guide.shape[1]
-    k = guide[level, (u * g).long().clamp_(max=g - 1)]
-    flat = cdf.reshape(-1)
-    base = level * kk
-    # Advance k while CDF(k) < u; after the guide start, almost every element needs 0 or 1 step.
-    idx = torch.arange(k.numel(), device=x.device)
-    while idx.numel():
-        need = flat[base[idx] + k[idx]] < u[idx]
-        idx = idx[need]
-        k[idx] += 1
+    cell += (u * g).int().clamp_(max=g - 1)
+    k = torch.as_tensor(guide_np, device=dev).reshape(-1)[cell].long()
+    # Unsettled bins: advance k while CDF(k) < u (0 or 1 step for almost all of them).
+    idx = (~torch.as_tensor(settled_np, device=dev).reshape(-1)[cell]).nonzero().squeeze(1)
+    if idx.numel():
+        kk = cdf.shape[1]
+        flat = cdf.reshape(-1)
+        base = cell[idx].long() // g * kk
+        uu, ki = u[idx], k[idx]
+        live = torch.arange(idx.numel(), device=dev)
+        while live.numel():
+            live = live[flat[base[live] + ki[live]] < uu[live]]
+            ki[live] += 1
+        k[idx] = ki
     return (k.to(x.dtype) / p.photons).reshape(x.shape).clamp(0, 1)
