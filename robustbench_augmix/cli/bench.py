@@ -164,8 +164,10 @@ def main(argv=None) -> int:
         return _main_eval(args, err)
     if args.what == "train":
         return _main_train(args, err)
+    from .._alloc import keep_freed_memory
     from ..bench import bench_corruptions
 
+    keep_freed_memory()  # as rb-corrupt runs the kernels
     try:
         rows = bench_corruptions(sizes=[int(s) for s in args.sizes.split(",")], device=args.device,
                                  names=args.corruptions.split(",") if args.corruptions else None,

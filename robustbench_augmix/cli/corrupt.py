@@ -68,9 +68,11 @@ def main(argv=None) -> int:
     console = Console(stderr=True, soft_wrap=True)
     import torch
 
+    from .._alloc import keep_freed_memory
     from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir, suites
     from ..data.sources import SourceImageError
 
+    keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
     if args.workers:
         torch.set_num_threads(args.workers)
     if args.frost_dir:

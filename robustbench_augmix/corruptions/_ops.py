@@ -106,6 +106,9 @@ def gaussian_filter(x: torch.Tensor, sigma: float, mode: str = "edge", truncate:
 def pad_index(x: torch.Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> torch.Tensor:
     """Pad the last two axes by any amount under a :func:`border_index` mode."""
     h, w = x.shape[-2:]
+    fast = {"reflect101": "reflect", "edge": "replicate"}.get(mode)
+    if fast and x.dim() in (3, 4) and x.dtype.is_floating_point and max(top, bottom) < h and max(left, right) < w:
+        return F.pad(x, (left, right, top, bottom), mode=fast)  # one native pass, same values
     ih = torch.as_tensor(border_index(np.arange(-top, h + bottom), h, mode), device=x.device)
     iw = torch.as_tensor(border_index(np.arange(-left, w + right), w, mode), device=x.device)
     return x.index_select(-2, ih).index_select(-1, iw)
@@ -249,6 +252,8 @@ def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     ch, cw = math.ceil(h / z), math.ceil(w / z)
     top, left = (h - ch) // 2, (w - cw) // 2
     oh, ow = round(ch * z), round(cw * z)
+    if oh == h and ow == w and ch == h and cw == w:
+        return x  # zoom 1: align-corners bilinear at the same size is the identity
     crop = x[..., top : top + ch, left : left + cw]
     shp = crop.shape
     y = F.interpolate(crop.reshape(-1, 1, ch, cw) if crop.dim() != 4 else crop, size=(oh, ow),

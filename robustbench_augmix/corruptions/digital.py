@@ -213,14 +213,14 @@ def warp_affine_reflect101(x: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
     """
     n, c, h, w = x.shape
     inv = np.stack([np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2] for m in mats])
-    inv_t = torch.as_tensor(inv, dtype=torch.float64, device=x.device)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=x.device),
-                            torch.arange(w, dtype=torch.float64, device=x.device), indexing="ij")
-    pts = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)  # (H, W, 3)
-    src = torch.einsum("nij,hwj->nhwi", inv_t, pts)
-    src = torch.round(src * 32) / 32
-    grid = torch.stack([src[..., 0] / max(w - 1, 1) * 2 - 1, src[..., 1] / max(h - 1, 1) * 2 - 1], dim=-1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
+    a = torch.as_tensor(inv, dtype=torch.float64, device=x.device).view(n, 2, 3, 1, 1)
+    ys = torch.arange(h, dtype=torch.float64, device=x.device).view(h, 1)
+    xs = torch.arange(w, dtype=torch.float64, device=x.device).view(1, w)
+    grid = torch.empty((n, h, w, 2), dtype=x.dtype, device=x.device)
+    for axis, size in ((0, w), (1, h)):  # source x, then source y, each (N, H, W)
+        src = a[:, axis, 0] * xs + (a[:, axis, 1] * ys + a[:, axis, 2])
+        grid[..., axis] = torch.round(src * 32) / (16 * max(size - 1, 1)) - 1
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
 @register("elastic_transform", "digital", sample=_sample_elastic)

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ._ops import round_levels_u8
 from ._registry import register
 
 
@@ -37,20 +36,20 @@ def impulse_noise(x, p, draws):
     """Salt and pepper per element (skimage ``random_noise(mode='s&p')``, IN l. 263-267): each value
     is replaced with probability ``amount``, by 1 or 0 with equal odds."""
     u = draws["u"]
-    out = torch.where(u < p.amount / 2, torch.ones_like(x), x)
-    return torch.where((u >= p.amount / 2) & (u < p.amount), torch.zeros_like(x), out)
+    return torch.where(u < p.amount / 2, 1.0, torch.where(u < p.amount, 0.0, x))
 
 
 _GUIDE_BINS = 1024
 
 
 @functools.lru_cache(maxsize=32)
-def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray]:
     """Inverse-CDF tables for Poisson(l / 255 * photons) at the 256 input levels l.
 
-    Returns the CDF over k = 0..K-1 per level, and for each of G equal bins of u the smallest k
-    whose CDF reaches the bin's start (``guide``) and whether that k is already the answer for every
-    u in the bin (``settled``: the next bin starts at the same k, so CDF(k) passes the bin's end).
+    Returns the CDF over k = 0..K-1 per level, and a guide: for each level and each of G equal bins
+    of u, the smallest k whose CDF reaches the bin's start, stored as k when that k is already the
+    answer for every u in the bin (the next bin starts at the same k, so CDF(k) passes the bin's
+    end) and as ``-1 - k`` when a search must finish the draw.
     """
     lam = np.arange(256) / 255.0 * photons
     kmax = int(photons + 12 * np.sqrt(photons) + 30)
@@ -60,8 +59,8 @@ def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     g = _GUIDE_BINS
     starts = np.arange(g + 1) / g
     edges = np.stack([np.searchsorted(row, starts, side="left") for row in cdf])
-    guide, settled = edges[:, :-1], edges[:, :-1] == edges[:, 1:]
-    return cdf, guide.astype(np.int32), settled
+    start, settled = edges[:, :-1], edges[:, :-1] == edges[:, 1:]
+    return cdf, np.where(settled, start, -1 - start).astype(np.int64)
 
 
 @register("shot_noise", "noise", sample=lambda d, h, w, p: {"u": d.uniform(3, h, w, dtype=torch.float64)})
@@ -72,21 +71,21 @@ def shot_noise(x, p, draws):
     lets one table per level serve every pixel: the guide table settles most draws in one lookup and
     a short search finishes the rest. Off-grid float inputs are rounded to the nearest level first.
     """
-    cdf_np, guide_np, settled_np = _poisson_tables(float(p.photons))
+    cdf_np, guide_np = _poisson_tables(float(p.photons))
     dev = x.device
-    cdf = torch.as_tensor(cdf_np, device=dev)
     g = guide_np.shape[1]
-    cell = round_levels_u8(x).int().reshape(-1) * g
     u = draws["u"].reshape(-1)
-    cell += (u * g).int().clamp_(max=g - 1)
-    k = torch.as_tensor(guide_np, device=dev).reshape(-1)[cell].long()
-    # Unsettled bins: advance k while CDF(k) < u (0 or 1 step for almost all of them).
-    idx = (~torch.as_tensor(settled_np, device=dev).reshape(-1)[cell]).nonzero().squeeze(1)
+    # Row-major cell (level, bin) of every draw, computed exactly in float64.
+    cell = (torch.round(x.clamp(0, 1) * 255).reshape(-1).double() * g + (u * g).floor().clamp_(max=g - 1)).long()
+    k = torch.as_tensor(guide_np, device=dev).reshape(-1)[cell]
+    idx = (k < 0).nonzero().squeeze(1)
     if idx.numel():
+        # Unsettled bins: advance k while CDF(k) < u (0 or 1 step for almost all of them).
+        cdf = torch.as_tensor(cdf_np, device=dev)
         kk = cdf.shape[1]
         flat = cdf.reshape(-1)
-        base = cell[idx].long() // g * kk
-        uu, ki = u[idx], k[idx]
+        base = cell[idx] // g * kk
+        uu, ki = u[idx], -1 - k[idx]
         live = torch.arange(idx.numel(), device=dev)
         while live.numel():
             live = live[flat[base[live] + ki[live]] < uu[live]]
