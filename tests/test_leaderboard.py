@@ -136,3 +136,35 @@ def test_reliability_bins_in_the_results_reproduce_the_ece(results):
             assert ece == pytest.approx(c["ece"], abs=1e-9)
             acc = sum(n * ac for n, ac in zip(r["count"], r["accuracy"], strict=True) if n) / c["n"]
             assert acc == pytest.approx(1 - c["error"], abs=1e-9)
+
+
+def test_reported_rows_join_the_ranking_marked_as_such(results, capsys):
+    import tomllib
+    from pathlib import Path
+
+    files, _ = results
+    board = leaderboard(load_results(files), reported=True)
+    # Expected from the card files themselves: every cifar10 card reporting a mean corruption error,
+    # except the one measured here.
+    want = {}
+    for f in (Path(__file__).parents[1] / "zoo").glob("*.toml"):
+        card = tomllib.loads(f.read_text())
+        if card["dataset"] == "cifar10" and "mean_corruption_error" in card["reported"] \
+                and card["id"] != "wrn40_2_augmix_cifar10":
+            want[card["id"]] = card["reported"]["mean_corruption_error"]
+    rep = [r for r in board.rows if r["source"] == "reported"]
+    assert {r["model"]: r["mean_corruption_error"] for r in rep} == want and len(want) >= 3
+    assert all(r["source"] == "measured" for r in board.rows if r["model"] == "wrn40_2_augmix_cifar10")
+    # Ranked together by the metric; the untrained measured models come last.
+    errs = [r["mean_corruption_error"] for r in board.rows]
+    assert errs == sorted(errs) and [r["rank"] for r in board.rows] == list(range(1, len(errs) + 1))
+    assert board.notes and "not measured here" in board.notes[0]
+    rows = list(csv.DictReader(io.StringIO(to_csv(board))))
+    assert [r["source"] for r in rows].count("reported") == len(want)
+    per = [line for line in to_markdown(board, per_corruption=True).splitlines() if line.startswith("| ")]
+    assert len(per) == 1 + 2  # header + the two measured rows: the cards have no per-corruption numbers
+    assert board_main([*map(str, files), "--reported", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| reported |" in out and "Note:" in out
+    plain = csv.DictReader(io.StringIO(to_csv(leaderboard(load_results(files)))))
+    assert [r["source"] for r in plain] == ["measured", "measured"]

@@ -11,6 +11,7 @@ from rich.console import Console
 EXAMPLES = """examples:
   rb-leaderboard results/*.json
   rb-leaderboard results/*.json --format markdown --per-corruption
+  rb-leaderboard results/*.json --reported                              # + the zoo's papers' numbers
   rb-leaderboard results/*.json --format csv > board.csv
   rb-leaderboard results/*.json --format html --out report.html       # one offline file, plots embedded
   rb-leaderboard results/*.json --plots report/                         # PNG plots into report/
@@ -24,6 +25,9 @@ def main(argv=None) -> int:
     ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex", "html"], default="terminal")
     ap.add_argument("--per-corruption", action="store_true", help="the paper-style table: one column per corruption")
     ap.add_argument("--allow-mixed", action="store_true", help="rank results of different protocols together")
+    ap.add_argument("--reported", action="store_true",
+                    help="add the zoo cards of this dataset that were not measured, with their papers' numbers "
+                         "(marked 'reported')")
     ap.add_argument("--out", help="write to this file instead of stdout (needed for --format html)")
     ap.add_argument("--plots", help="also write the plots as PNG files into this folder")
     ap.add_argument("--title", default="Robustness report", help="HTML report title")
@@ -33,7 +37,7 @@ def main(argv=None) -> int:
 
     try:
         docs = load_results(args.results)
-        board = leaderboard(docs, allow_mixed=args.allow_mixed)
+        board = leaderboard(docs, allow_mixed=args.allow_mixed, reported=args.reported)
         if args.format == "html" and not args.out:
             raise ValueError("--format html writes a file: pass --out report.html")
     except (MixedProtocols, ValueError) as e:

@@ -72,8 +72,33 @@ def _reported(model_id: str) -> dict:
         return {}
 
 
-def leaderboard(results: Sequence[dict], allow_mixed: bool = False) -> Board:
-    """Rank results by mCE when every result has one, else by mean corruption error (lower first)."""
+def _reported_rows(suite_id: str, metric: str, measured: set[str]) -> list[dict]:
+    """Rows for the zoo's cards on this suite's dataset that report the board's metric and were not
+    measured here: the paper's numbers (on its released -C files), marked as reported."""
+    from ..zoo import cards
+
+    rows = []
+    for card in cards(dataset=suite_id.removesuffix("-c")):
+        rep = card.reported
+        if card.id in measured or metric not in rep:
+            continue
+        rows.append({
+            "model": card.id, "architecture": card.builder,
+            **{k: rep.get(k) for k in ("clean_error", "mean_corruption_error", "mce", "relative_mce",
+                                       "rms_calibration_error")},
+            "params": card.params, "source": "reported", "protocol": f"reported: {rep['citation']}",
+            "file": f"zoo card {card.id}", "per_corruption": {},
+        })
+    return rows
+
+
+def leaderboard(results: Sequence[dict], allow_mixed: bool = False, reported: bool = False) -> Board:
+    """Rank results by mCE when every result has one, else by mean corruption error (lower first).
+
+    With ``reported=True``, the zoo's cards on the suite's dataset that report that metric and have no
+    result here join the ranking as ``source="reported"`` rows, carrying the paper's numbers (measured
+    by its authors on the released files, so comparable only as far as our generation matches them).
+    """
     keys = {protocol_key(d) for d in results}
     if len(keys) > 1 and not allow_mixed:
         raise MixedProtocols(
@@ -101,6 +126,12 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False) -> Board:
                 row[f"reported_{k}"] = rep[k]
                 row[f"delta_{k}"] = round(row[k] - rep[k], 2)
         rows.append(row)
+    notes = []
+    if reported:
+        extra = _reported_rows(results[0]["suite"]["id"], metric, {r["model"] for r in rows})
+        rows += extra
+        if extra:
+            notes.append(f"{len(extra)} reported row(s): the papers' numbers from the zoo cards, not measured here")
     rows.sort(key=lambda r: (r[metric] is None, r[metric] if r[metric] is not None else 0.0))
     for i, r in enumerate(rows, 1):
         r["rank"] = i
@@ -109,7 +140,7 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False) -> Board:
     table_order = {n: i for i, n in enumerate(load_suite(results[0]["suite"]["id"]).names(extra=True))}
     corr = sorted(dict.fromkeys(c for r in rows for c in r["per_corruption"]), key=lambda c: table_order.get(c, 99))
     return Board(protocol=" | ".join(sorted(_describe(k) for k in keys)), rows=rows, corruptions=corr,
-                 mixed=len(keys) > 1)
+                 mixed=len(keys) > 1, notes=notes)
 
 
 def _pct(v):
@@ -122,7 +153,8 @@ def _fmt(v) -> str:
 
 COLUMNS = [("rank", "rank"), ("model", "model"), ("architecture", "architecture"), ("clean_error", "clean err"),
            ("mean_corruption_error", "corr. err"), ("mce", "mCE"), ("relative_mce", "rel. mCE"),
-           ("rms_calibration_error", "RMS calib."), ("params", "params (M)"), ("delta", "vs reported")]
+           ("rms_calibration_error", "RMS calib."), ("params", "params (M)"), ("source", "source"),
+           ("delta", "vs reported")]
 
 
 def _cells(r: dict) -> list[str]:
@@ -141,11 +173,12 @@ def _cells(r: dict) -> list[str]:
 
 
 def to_markdown(board: Board, per_corruption: bool = False) -> str:
-    lines = [f"Protocol: {board.protocol}" + (" (MIXED: not comparable)" if board.mixed else ""), ""]
+    lines = [f"Protocol: {board.protocol}" + (" (MIXED: not comparable)" if board.mixed else ""),
+             *(f"Note: {n}" for n in board.notes), ""]
     if per_corruption:
         head = ["model", *board.corruptions, "mean"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in board.rows:
+        for r in (r for r in board.rows if r.get("source") != "reported"):  # cards carry no per-corruption numbers
             vals = [r["per_corruption"].get(c) for c in board.corruptions]
             have = [v for v in vals if v is not None]
             mean = sum(have) / len(have) if have else None
@@ -182,9 +215,10 @@ def to_rich(board: Board):
     from rich.table import Table
 
     t = Table(title="robustness leaderboard (errors in %, lower is better)",
-              caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else ""))
+              caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else "")
+              + "".join(f"\nnote: {n}" for n in board.notes))
     for _, h in COLUMNS:
-        t.add_column(h, justify="right" if h not in ("model", "architecture", "vs reported") else "left",
+        t.add_column(h, justify="right" if h not in ("model", "architecture", "source", "vs reported") else "left",
                      no_wrap=h in ("model", "architecture"), overflow="fold")
     for r in board.rows:
         t.add_row(*_cells(r))

@@ -78,13 +78,15 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
            title: str = "Robustness report") -> str:
     """The report as one HTML string (plots: name -> PNG path, embedded as data URIs)."""
     e = html.escape
-    numeric = [k not in ("model", "architecture", "delta") for k, _ in COLUMNS]
+    numeric = [k not in ("model", "architecture", "source", "delta") for k, _ in COLUMNS]
     rows = []
     for r in board.rows:
         shown = _cells(r)
         rows.append([(s, r.get(k) if k != "delta" else s) for s, (k, _) in zip(shown, COLUMNS, strict=True)])
     per_c = []
     for r in board.rows:
+        if r.get("source") == "reported":
+            continue  # the cards carry no per-corruption numbers
         vals = [r["per_corruption"].get(c) for c in board.corruptions]
         have = [v for v in vals if v is not None]
         mean = sum(have) / len(have) if have else None
@@ -101,6 +103,7 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
         "<h2>Leaderboard</h2>",
         "<p class='note'>Errors in %, lower is better. Click a column head to sort. 'vs reported': measured minus "
         "the number the model's paper reports (from its zoo card).</p>",
+        *(f"<p class='note'>Note: {e(n)}</p>" for n in board.notes),
         _table([h for _, h in COLUMNS], rows, numeric),
         f"<h2>Per corruption: {e(metric)}</h2>",
         _table(["model", *board.corruptions, "mean"], per_c, [False] + [True] * (len(board.corruptions) + 1)),
