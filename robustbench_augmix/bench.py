@@ -147,7 +147,7 @@ def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=N
             "corrupt_share": tot_cor / tot_inf}
 
 
-def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 64, device: str = "cpu",
+def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128, device: str = "cpu",
                 severity: float = 3, amp: bool = False, channels_last: bool = False, min_time: float = 1.0,
                 rounds: int = 3, log=print) -> dict:
     """AugMix throughput of the per-image path (Pillow, as DataLoader workers run it) vs the batched path

@@ -139,8 +139,9 @@ def test_reliability_bins_in_the_results_reproduce_the_ece(results):
 
 
 def test_reported_rows_join_the_ranking_marked_as_such(results, capsys):
-    import tomllib
     from pathlib import Path
+
+    from robustbench_augmix.zoo import tomllib  # tomli on Python 3.10
 
     files, _ = results
     board = leaderboard(load_results(files), reported=True)

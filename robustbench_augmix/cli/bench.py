@@ -124,7 +124,8 @@ def _main_train(args, err: Console) -> int:
     from ..models import ModelError
 
     try:
-        res = bench_train(arch=args.model, size=int(args.sizes.split(",")[-1]), batch=args.batch or 64,
+        # default batch: the CIFAR recipes' 128 (recipes.toml, cifar.py l.60-77)
+        res = bench_train(arch=args.model, size=int(args.sizes.split(",")[-1]), batch=args.batch or 128,
                           device=args.device, amp=args.amp, channels_last=args.channels_last,
                           min_time=args.min_time,
                           log=lambda r: err.print(f"[dim]round {r['round']}: per-image {r['per_image']:.3f} ms, "

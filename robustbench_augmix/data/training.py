@@ -76,9 +76,15 @@ def pad_crop_flip(a: np.ndarray, rng: np.random.Generator, size: int, padding: i
     """``RandomHorizontalFlip`` + ``RandomCrop(size, padding)`` with zero padding (cifar.py l.294-296)."""
     if flip and rng.uniform() < 0.5:
         a = a[:, ::-1]
-    a = np.pad(a, ((padding, padding), (padding, padding), (0, 0)))
-    top, left = int(rng.integers(0, a.shape[0] - size + 1)), int(rng.integers(0, a.shape[1] - size + 1))
-    return np.ascontiguousarray(a[top:top + size, left:left + size])
+    h, w = a.shape[:2]
+    top, left = int(rng.integers(0, h + 2 * padding - size + 1)), int(rng.integers(0, w + 2 * padding - size + 1))
+    # The crop window in padded coordinates, copied from the image where they overlap (np.pad costs 4x more).
+    out = np.zeros((size, size, *a.shape[2:]), dtype=a.dtype)
+    y0, x0 = max(top - padding, 0), max(left - padding, 0)
+    y1, x1 = min(top - padding + size, h), min(left - padding + size, w)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top + padding : y1 - top + padding, x0 - left + padding : x1 - left + padding] = a[y0:y1, x0:x1]
+    return out
 
 
 def resized_crop_flip(a: np.ndarray | Image.Image, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
