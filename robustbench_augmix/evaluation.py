@@ -131,6 +131,9 @@ class Config:
     baseline: str | None = None          # a results JSON; default: the suite table's baseline
     progress: bool = True
     extra_provenance: dict = field(default_factory=dict)
+    # The model's class names in the order of its outputs (a zoo card's `classes`): ImageFolder labels
+    # are then mapped by folder name, so a subset of the classes, or another order, scores correctly.
+    classes: Sequence[str] | None = None
 
 
 def _safe_name(s: str) -> str:
@@ -230,12 +233,31 @@ class Evaluation:
                                   "test set in the same order")
         self.labels = torch.as_tensor(labels[0])
         self.n = n.pop() if self.cfg.limit is None else min(self.cfg.limit, n.pop())
+        self.class_order = "folder names, sorted"
         if isinstance(srcs[0], ArraySource) and (srcs[0].classes or self.suite.layout != "npy"):
             self.num_classes = len(srcs[0].classes) if srcs[0].classes else int(srcs[0].labels.max()) + 1
         elif self.suite.layout == "npy":
             self.num_classes = {"cifar10": 10, "cifar100": 100}[self.suite.meta["dataset"]]
+            self.class_order = f"{self.suite.meta['dataset']} label order"
         else:
             self.num_classes = len(srcs[0].classes)
+        if self.cfg.classes is not None and self.suite.layout != "npy":
+            self._map_classes(list(srcs[0].classes or []), list(self.cfg.classes))
+
+    def _map_classes(self, folders: list[str], model_classes: list[str]) -> None:
+        """Relabel folder indices to the model's output indices by class name, checked."""
+        where = {c: i for i, c in enumerate(model_classes)}
+        unknown = [f for f in folders if f not in where]
+        if unknown:
+            raise EvaluationError(
+                f"{len(unknown)} of the data's {len(folders)} class folders are not classes of this model "
+                f"(e.g. {', '.join(unknown[:3])}); the model's classes are named like "
+                f"{', '.join(model_classes[:3])}. Name the folders by those class names (ImageNet: the WNIDs), "
+                "or evaluate with a model whose classes match the data")
+        lut = torch.as_tensor([where[f] for f in folders], dtype=torch.int64)
+        self.labels = lut[self.labels]
+        self.num_classes = len(model_classes)
+        self.class_order = f"by name into the model's {len(model_classes)} classes ({len(folders)} present)"
 
     def _clean(self, path):
         if isinstance(path, ArraySource):
@@ -459,7 +481,7 @@ class Evaluation:
                      "path": None if cfg.data is None else "<in memory>" if isinstance(cfg.data, ArraySource)
                      else str(cfg.data),
                      "clean_path": str(cfg.clean_data) if cfg.clean_data else None, "n_images": self.n,
-                     "limit": cfg.limit, "seed": cfg.seed,
+                     "limit": cfg.limit, "seed": cfg.seed, "class_order": self.class_order,
                      "storage_jpeg": (self.suite.jpeg_quality or 85) if self.storage_jpeg else None},
             "preprocess": self.preprocess.to_dict(),
             "protocol": {"corruptions": self.corruptions, "severities": self.severities, "clean": cfg.clean,

@@ -51,6 +51,19 @@ class Card:
     note: str = ""
     builder_args: Mapping[str, Any] = field(default_factory=dict)
     path: str = ""
+    classes: str | tuple[str, ...] | None = None
+
+    def class_names(self) -> list[str] | None:
+        """The class name of each output index, if the card declares them: ``classes = "imagenet-1k"``
+        (the 1000 ILSVRC-2012 WNIDs in sorted order, the output order of torchvision's and timm's
+        ImageNet models; the list is timm's ``ImageNetInfo``), or a list of names."""
+        if self.classes is None:
+            return None
+        if self.classes == "imagenet-1k":
+            from timm.data import ImageNetInfo
+
+            return list(ImageNetInfo().label_names())
+        return list(self.classes)
 
     @property
     def has_weights(self) -> bool:
@@ -95,11 +108,17 @@ def parse_card(raw: Mapping[str, Any], where: str) -> Card:
         raise ValueError(f"{where}: [weights] with a url need sha256 or sha256_prefix")
     if "licence" not in w:
         raise ValueError(f"{where}: [weights] lacks licence")
+    classes = raw.get("classes")
+    if classes is not None and classes != "imagenet-1k":
+        n = int(raw["num_classes"])
+        if not isinstance(classes, list) or len(classes) != n or len(set(classes)) != n:
+            raise ValueError(f'{where}: classes must be "imagenet-1k" or a list of num_classes distinct names')
+        classes = tuple(str(c) for c in classes)
     freeze = lambda d: MappingProxyType(dict(d))  # noqa: E731
     return Card(id=raw["id"], name=raw["name"], dataset=raw["dataset"], num_classes=int(raw["num_classes"]),
                 builder=raw["builder"], params=int(raw["params"]), weights=freeze(w), preprocess=freeze(pre),
                 recipe=freeze(raw["recipe"]), reported=freeze(rep), note=raw.get("note", ""),
-                builder_args=freeze(raw.get("builder_args", {})), path=where)
+                builder_args=freeze(raw.get("builder_args", {})), path=where, classes=classes)
 
 
 @functools.cache

@@ -289,3 +289,45 @@ def test_cifar_from_the_user_cache_and_the_offline_error(tmp_path, monkeypatch):
     write_cifar(tmp_path / "cache" / "data", imgs, [1, 2, 3, 4])
     src = CifarSource.open(None, "cifar10")  # found in the cache: no download attempted
     assert len(src) == 4 and np.array_equal(src.read(2), imgs[2]) and list(src.labels) == [1, 2, 3, 4]
+
+
+def test_imagefolder_labels_map_by_name_into_the_models_classes(tmp_path):
+    """A 2-folder subset of a 4-class model: the labels follow the folder names, not the folder order."""
+    from conftest import photo
+    from PIL import Image
+
+    from robustbench_augmix.evaluation import EvaluationError, evaluate
+
+    root = tmp_path / "val"
+    for cls in ("b", "d"):
+        (root / cls).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(photo(k, 64)).save(root / cls / f"{k}.png")
+
+    class AlwaysD(torch.nn.Module):  # logits favour output 3 ("d") for every image
+        def forward(self, x):
+            return torch.tensor([0.0, 0.0, 0.0, 5.0]).expand(len(x), 4)
+
+    kw = dict(corruptions=["brightness"], severities=[1], progress=False, n_boot=0)
+    res = evaluate(AlwaysD(), "tinyimagenet-c", str(root), classes=["a", "b", "c", "d"], **kw)
+    assert res.aggregates["clean_error"] == pytest.approx(0.5)  # the 3 "d" images right, the 3 "b" wrong
+    assert res["model"]["num_classes"] == 4 and "by name" in res["data"]["class_order"]
+    with pytest.raises(EvaluationError, match="classes"):  # folder order would give 2 classes for 4 outputs
+        evaluate(AlwaysD(), "tinyimagenet-c", str(root), **kw)
+    with pytest.raises(EvaluationError, match=r"1 of the data's 2 class folders .*e\.g\. d"):
+        evaluate(AlwaysD(), "tinyimagenet-c", str(root), classes=["a", "b", "c", "x"], **kw)
+
+
+def test_imagenet_cards_name_their_classes():
+    from robustbench_augmix.zoo import get_card, parse_card
+
+    names = get_card("resnet50").class_names()
+    # ILSVRC-2012: 1000 WNIDs, sorted; the first is tench (n01440764), the last toilet tissue (n15075141).
+    assert len(names) == 1000 and names == sorted(names) and names[0] == "n01440764" and names[-1] == "n15075141"
+    assert get_card("wrn40_2_augmix_cifar10").class_names() is None
+    raw = {"id": "x", "name": "x", "dataset": "cifar10", "num_classes": 2, "builder": "cifar:smallcnn", "params": 1,
+           "weights": {"licence": "-"}, "preprocess": {"input_size": 32, "mean": [0] * 3, "std": [1] * 3},
+           "recipe": {}, "reported": {}}
+    assert parse_card({**raw, "classes": ["cat", "dog"]}, "t").class_names() == ["cat", "dog"]
+    with pytest.raises(ValueError, match="distinct names"):
+        parse_card({**raw, "classes": ["cat", "cat"]}, "t")

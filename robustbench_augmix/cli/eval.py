@@ -103,6 +103,8 @@ def build_model(args, suite):
             model, pre, info = load_model(card, args.weights or args.checkpoint, args.trust_checkpoint)
         except WeightsMissing as e:
             raise ModelError(str(e)) from None
+        if card.classes is not None:
+            info["classes"] = card.classes if isinstance(card.classes, str) else "card list"
         return model, pre, info
     if args.model:
         model = load_factory(args.model)
@@ -169,6 +171,11 @@ def main(argv=None) -> int:
         suite = load_suite(args.suite)
         severities = [int(s) for s in args.severities.split(",") if s.strip()]
         model, pre, info = build_model(args, suite)
+        classes = None
+        if info.get("classes"):
+            from ..zoo import get_card
+
+            classes = get_card(args.model).class_names()
         cfg = Config(
             suite=suite.id, data=args.data, source=args.source, clean_data=args.clean_data,
             corruptions=[c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else None,
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
             channels_last=args.channels_last, limit=args.limit, seed=args.seed,
             storage_jpeg={"on": True, "off": False, "auto": None}[args.storage_jpeg], out=args.out, name=args.name,
             n_boot=args.bootstrap, calibration_reference_quirk=args.calibration_reference_quirk,
-            baseline=args.baseline, progress=not args.no_progress,
+            baseline=args.baseline, progress=not args.no_progress, classes=classes,
             extra_provenance={"command": " ".join(["rb-eval", *(argv if argv is not None else sys.argv[1:])])},
         )
         ev = Evaluation(model, cfg, pre, info)

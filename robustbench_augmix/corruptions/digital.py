@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -141,19 +143,29 @@ def _torchvision_codec_matches_pil() -> bool:
     per process on a small pattern at several qualities; a mismatch falls back to PIL."""
     try:
         from torchvision.io import decode_jpeg, encode_jpeg
-    except Exception:  # noqa: BLE001  (a broken torchvision install must not break the corruption)
+    except Exception:  # noqa: BLE001  (a broken or newer torchvision without them: PIL runs)
         return False
     a = _check_image()
     t = torch.from_numpy(a).permute(2, 0, 1).contiguous()
-    for q in (10, 15, 20, 30, 85):
-        buf = io.BytesIO()
-        Image.fromarray(a).save(buf, "JPEG", quality=q)
-        data = encode_jpeg(t, quality=q)
-        if data.numpy().tobytes() != buf.getvalue():
-            return False
-        if not np.array_equal(decode_jpeg(data).permute(1, 2, 0).numpy(), _pil_roundtrip(a, q)):
-            return False
+    with _quiet():
+        for q in (10, 15, 20, 30, 85):
+            buf = io.BytesIO()
+            Image.fromarray(a).save(buf, "JPEG", quality=q)
+            data = encode_jpeg(t, quality=q)
+            if data.numpy().tobytes() != buf.getvalue():
+                return False
+            if not np.array_equal(decode_jpeg(data).permute(1, 2, 0).numpy(), _pil_roundtrip(a, q)):
+                return False
     return True
+
+
+@contextlib.contextmanager
+def _quiet():
+    # torchvision 0.29 deprecates its codecs in favour of TorchCodec; when they go, the check above
+    # fails to import them and PIL runs. Until then the warning says nothing to our users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def jpeg_roundtrip_levels(u8: torch.Tensor, quality: int) -> torch.Tensor:
@@ -169,7 +181,8 @@ def jpeg_roundtrip_levels(u8: torch.Tensor, quality: int) -> torch.Tensor:
     if _torchvision_codec_matches_pil():
         from torchvision.io import decode_jpeg, encode_jpeg
 
-        out = torch.stack(decode_jpeg(encode_jpeg(list(cpu), quality=int(quality))))
+        with _quiet():
+            out = torch.stack(decode_jpeg(encode_jpeg(list(cpu), quality=int(quality))))
     else:
         hwc = cpu.permute(0, 2, 3, 1).numpy()
         out = torch.from_numpy(np.stack([_pil_roundtrip(a, quality) for a in hwc])).permute(0, 3, 1, 2)
