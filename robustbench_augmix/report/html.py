@@ -20,7 +20,7 @@ h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;bor
 .protocol{color:#555;font-size:.9rem}.mixed{color:#b00020;font-weight:600}
 table{border-collapse:collapse;font-size:.88rem;margin:.6rem 0;width:100%}
 th,td{padding:.35rem .6rem;border-bottom:1px solid #e6e8ef;white-space:nowrap}
-th{white-space:normal;vertical-align:bottom}
+th{white-space:normal;vertical-align:bottom}td:last-child:not(.num){white-space:normal;min-width:12rem}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f3f5fa;cursor:pointer;user-select:none;position:sticky;top:0}
 th:hover{background:#e4e9f5}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
