@@ -11,7 +11,7 @@ kept memory flatter but made the run 65 % slower: every large buffer then page-f
 Corruption generation: the opposite. A batch at 224 px makes a dozen temporaries of a few MB per
 kernel; by default glibc maps each afresh and unmaps it on free, so every pass page-faults its
 output in. Keeping freed memory in the heap (:func:`keep_freed_memory`) measured 20-35 % faster over
-the 15 corruptions at 224 px on the 2-core development VM, for about 0.1 GB more resident memory.
+the 15 corruptions at 224 px on the 2-core development VM, for about 0.15 GB more resident memory.
 """
 
 from __future__ import annotations

@@ -103,8 +103,6 @@ def build_model(args, suite):
             model, pre, info = load_model(card, args.weights or args.checkpoint, args.trust_checkpoint)
         except WeightsMissing as e:
             raise ModelError(str(e)) from None
-        if card.classes is not None:
-            info["classes"] = card.classes if isinstance(card.classes, str) else "card list"
         return model, pre, info
     if args.model:
         model = load_factory(args.model)
@@ -172,7 +170,7 @@ def main(argv=None) -> int:
         severities = [int(s) for s in args.severities.split(",") if s.strip()]
         model, pre, info = build_model(args, suite)
         classes = None
-        if info.get("classes"):
+        if "card" in info:  # a zoo card that names its classes maps ImageFolder labels by name
             from ..zoo import get_card
 
             classes = get_card(args.model).class_names()

@@ -122,11 +122,14 @@ def pixelate(x, p, draws):
 
 # ----------------------------------------------------------------------------------------- JPEG
 
-def _pil_roundtrip(a: np.ndarray, quality: int) -> np.ndarray:
+def _pil_encode(a: np.ndarray, quality: int) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "JPEG", quality=int(quality))
-    buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))
+    return buf.getvalue()
+
+
+def _pil_roundtrip(a: np.ndarray, quality: int) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(_pil_encode(a, quality))).convert("RGB"))
 
 
 def _check_image() -> np.ndarray:
@@ -149,10 +152,8 @@ def _torchvision_codec_matches_pil() -> bool:
     t = torch.from_numpy(a).permute(2, 0, 1).contiguous()
     with _quiet():
         for q in (10, 15, 20, 30, 85):
-            buf = io.BytesIO()
-            Image.fromarray(a).save(buf, "JPEG", quality=q)
             data = encode_jpeg(t, quality=q)
-            if data.numpy().tobytes() != buf.getvalue():
+            if data.numpy().tobytes() != _pil_encode(a, q):
                 return False
             if not np.array_equal(decode_jpeg(data).permute(1, 2, 0).numpy(), _pil_roundtrip(a, q)):
                 return False
