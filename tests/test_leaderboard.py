@@ -35,11 +35,14 @@ def results(tmp_path, cifar_root):
         files.append(out / f"wrn{seed}.json")
     assert eval_main(["--model", "wrn40_2_augmix_cifar10", "--weights", str(w), "--data", str(root), "--out",
                       str(out), "--name", "other", "--corruptions", "fog", "--severities", "1", "--no-progress"]) == 0
-    return files, out / "other.json"
+    # The same cells as the first two, but the corrupted 32-px images are upsampled to 40 px for the model.
+    assert eval_main(["--model", "wrn40_2_augmix_cifar10", "--weights", str(w), "--data", str(root), "--out",
+                      str(out), "--name", "resized", "--input-size", "40", *CELLS]) == 0
+    return files, out / "other.json", out / "resized.json"
 
 
 def test_ranking_formats_and_deltas(results, capsys):
-    files, _ = results
+    files, *_ = results
     docs = load_results(files)
     board = leaderboard(docs)
     mce = [d["aggregates"]["mean_corruption_error"] for d in docs]
@@ -63,13 +66,18 @@ def test_ranking_formats_and_deltas(results, capsys):
 
 
 def test_mixed_protocols_are_refused(results, capsys, tmp_path):
-    files, other = results
+    files, other, resized = results
     with pytest.raises(MixedProtocols, match="not comparable"):
         leaderboard(load_results([*files, other]))
     assert board_main([*map(str, files), str(other)]) == 2
     assert "--allow-mixed" in capsys.readouterr().err
     board = leaderboard(load_results([*files, other]), allow_mixed=True)
     assert board.mixed and len(board.rows) == 3
+    # Same cells, different model input geometry: refused too, and the message says how they differ.
+    with pytest.raises(MixedProtocols, match="resized to 40 px") as e:
+        leaderboard(load_results([*files, resized]))
+    assert str(e.value).count("cifar10-c") == 2
+    assert not leaderboard(load_results(files)).mixed
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"hello": 1}))
     assert board_main([str(bad)]) == 2
@@ -78,7 +86,7 @@ def test_mixed_protocols_are_refused(results, capsys, tmp_path):
 def test_html_report_parses_sorts_and_embeds_the_plots(results, tmp_path):
     from html.parser import HTMLParser
 
-    files, _ = results
+    files, *_ = results
     out = tmp_path / "report.html"
     assert board_main([*map(str, files), "--format", "html", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
     text = out.read_text()
@@ -126,7 +134,7 @@ def test_html_report_parses_sorts_and_embeds_the_plots(results, tmp_path):
 
 
 def test_reliability_bins_in_the_results_reproduce_the_ece(results):
-    files, _ = results
+    files, *_ = results
     for d in load_results(files):
         for c in d["cells"]:
             r = c["reliability"]
@@ -143,7 +151,7 @@ def test_reported_rows_join_the_ranking_marked_as_such(results, capsys):
 
     from robustbench_augmix.zoo import tomllib  # tomli on Python 3.10
 
-    files, _ = results
+    files, *_ = results
     board = leaderboard(load_results(files), reported=True)
     # Expected from the card files themselves: every cifar10 card reporting a mean corruption error,
     # except the one measured here.

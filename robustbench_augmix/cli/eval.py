@@ -82,9 +82,19 @@ def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
 
 
 def build_model(args, suite):
-    """The model, its preprocessing and its provenance from the CLI arguments."""
+    """The model, its preprocessing and its provenance from the CLI arguments; ``--mean``, ``--std`` and
+    ``--input-size`` override the preprocessing of every kind of model, zoo cards included."""
     from dataclasses import replace
 
+    model, pre, info = _model(args, suite)
+    mean, std = _floats(args.mean, "mean"), _floats(args.std, "std")
+    pre = replace(pre, **{k: v for k, v in (("mean", mean), ("std", std)) if v is not None})
+    if args.input_size:
+        pre = replace(pre, resize=args.input_size, crop=args.input_size)
+    return model, pre, info
+
+
+def _model(args, suite):
     from ..evaluation import Preprocess
     from ..generate import _sha256
     from ..models import ModelError, build, default_preprocess, load_factory, load_weights
@@ -126,10 +136,6 @@ def build_model(args, suite):
         info.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
                     checkpoint_sha256=_sha256(Path(args.checkpoint).expanduser()))
         info["id"] = Path(args.checkpoint).stem if args.arch else info["id"]
-    mean, std = _floats(args.mean, "mean"), _floats(args.std, "std")
-    pre = replace(pre, **{k: v for k, v in (("mean", mean), ("std", std)) if v is not None})
-    if args.input_size:
-        pre = replace(pre, resize=args.input_size, crop=args.input_size)
     return model, pre, info
 
 

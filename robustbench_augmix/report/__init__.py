@@ -2,7 +2,8 @@
 per-corruption table, as rich tables, Markdown, CSV or LaTeX.
 
 Results are ranked together only when they share a protocol: the suite and its table hash, the data
-source (generated on the fly or official files), the storage JPEG setting, and completeness (no
+source (generated on the fly or official files), the storage JPEG setting, the geometry of the model's
+input (a resize or crop of the corrupted images, e.g. ``rb-eval --input-size``), and completeness (no
 ``--limit``, all 15 corruptions x 5 severities, clean included). Otherwise :class:`MixedProtocols` is
 raised unless ``allow_mixed=True``, and the rows are then marked.
 """
@@ -21,20 +22,38 @@ class MixedProtocols(ValueError):
     pass
 
 
+def _geometry(doc: dict) -> tuple:
+    """The resize and crop that the corrupted images went through before the model, or ``()`` when they
+    reached it at the suite's size. Normalisation (mean, std) is the model's own business and does not
+    enter: it does not change what the model sees."""
+    pre, size = doc.get("preprocess") or {}, doc["suite"]["image_size"]
+    resize, crop = pre.get("resize"), pre.get("crop")
+    side = size if resize in (None, size) else resize      # Preprocess resizes only when the side differs
+    if side == size and crop in (None, size):
+        return ()
+    return (side if side != size else None, crop if crop not in (None, side) else None,
+            pre.get("interpolation") if side != size else None)
+
+
 def protocol_key(doc: dict) -> tuple:
     """What must agree for two results to be ranked together."""
     d, s, p = doc["data"], doc["suite"], doc["protocol"]
     subset = () if p.get("complete") else (tuple(p["corruptions"]), tuple(p["severities"]), d.get("limit"),
                                            d.get("n_images"))
-    return (s["id"], s["table_hash"], d["source"], d.get("storage_jpeg"), bool(p.get("complete")), subset)
+    return (s["id"], s["table_hash"], d["source"], d.get("storage_jpeg"), _geometry(doc), bool(p.get("complete")),
+            subset)
 
 
 def _describe(key: tuple) -> str:
-    suite, table, source, jpeg, complete, subset = key
+    suite, table, source, jpeg, geometry, complete, subset = key
     part = ""
+    if geometry:
+        resize, crop, interp = geometry
+        part += (f", corrupted images resized to {resize} px ({interp})" if resize else "") \
+            + (f", centre-cropped to {crop} px" if crop else "")
     if not complete:
         corr, sev, limit, n = subset
-        part = f", PARTIAL ({len(corr)} corruptions x severities {list(sev)}, {n} images{', --limit' if limit else ''})"
+        part += f", PARTIAL ({len(corr)} corruptions x severities {list(sev)}, {n} images{', --limit' if limit else ''})"
     return f"{suite} (table {table[:10]}), {source} data" + (f", storage JPEG q{jpeg}" if jpeg else "") + part
 
 
