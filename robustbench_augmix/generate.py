@@ -159,7 +159,7 @@ class Generator:
         return ok, (np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8))
 
     def _corrupt(self, imgs: np.ndarray, idx: Sequence[int], c: str, s: int) -> np.ndarray:
-        x = torch.from_numpy(imgs).to(self.plan.device).permute(0, 3, 1, 2).float() / 255
+        x = torch.from_numpy(imgs).to(self.plan.device).permute(0, 3, 1, 2)
         y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.plan.seed, index=idx)
         return y.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -22,7 +22,7 @@ from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names,
 
 __all__ = [
     "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite",
-    "apply", "corrupt", "corrupt_levels", "corruption_names", "load_suite", "set_frost_dir", "suites",
+    "apply", "apply_levels", "corrupt", "corrupt_levels", "corruption_names", "load_suite", "set_frost_dir", "suites",
 ]
 
 
@@ -95,13 +95,34 @@ def _apply_chunk(c: Corruption, x: torch.Tensor, params: Params, seeds: Sequence
     return c.apply(x, params, draws)
 
 
+def apply_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imagenet-c",
+                 seeds: Sequence[int]) -> torch.Tensor:
+    """:func:`apply` to 8-bit images, quantised as the reference's ``np.uint8`` does.
+
+    Args:
+        x: (N, 3, H, W) uint8, or float in [0, 1], on any device.
+        seeds: N per-image seeds.
+    Returns:
+        (N, 3, H, W) uint8 on the same device. Corruptions that are 8-bit operations in the reference
+        (pixelate, JPEG) run their 8-bit kernel on uint8 CPU data; the result is the same.
+    """
+    c = REGISTRY[corruption]
+    if x.dtype == torch.uint8:
+        if c.levels is not None and x.device.type == "cpu":
+            s = load_suite(suite)
+            return c.levels(x.contiguous(), s.corruptions[corruption].params(severity, s))
+        x = x.float() / 255
+    return to_uint8(apply(x, corruption, severity, suite=suite, seeds=seeds))
+
+
 def corrupt_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str, seed: int,
                    index: Sequence[int]) -> torch.Tensor:
-    """What ``rb-corrupt`` stores and ``rb-eval`` scores: one cell applied to a validated batch with the
-    per-image seeds of (seed, suite, corruption, severity, index), as uint8 levels (N, 3, H, W)."""
+    """What ``rb-corrupt`` stores and ``rb-eval`` scores: one cell applied to a validated batch (uint8,
+    or float in [0, 1]) with the per-image seeds of (seed, suite, corruption, severity, index), as uint8
+    levels (N, 3, H, W)."""
     s = load_suite(suite)
     seeds = [image_seed(int(seed), s.id, corruption, severity, int(i)) for i in index]
-    return to_uint8(apply(x, corruption, severity, suite=s.id, seeds=seeds))
+    return apply_levels(x, corruption, severity, suite=s.id, seeds=seeds)
 
 
 def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c", seed: int = 0,
@@ -140,9 +161,9 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
             images = np.repeat(images[:, :, None], 3, axis=2)
         if images.ndim != 3 or images.shape[2] != 3:
             raise ValueError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
-        x = torch.from_numpy(np.array(images, copy=True)).permute(2, 0, 1)[None].float() / 255
-        y = apply(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, 1))
-        return to_uint8(y)[0].permute(1, 2, 0).numpy()
+        x = torch.from_numpy(np.array(images, copy=True)).permute(2, 0, 1)[None]
+        y = apply_levels(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, 1))
+        return y[0].permute(1, 2, 0).numpy()
 
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"images must be a torch tensor or a uint8 numpy array, got {type(images).__name__}")
@@ -152,10 +173,11 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
         raise ValueError(f"images must have shape (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
     if x.shape[-1] < 2 or x.shape[-2] < 2:
         raise ValueError(f"images must be at least 2x2 pixels, got {tuple(x.shape[-2:])}")
-    is_u8 = x.dtype == torch.uint8
-    if is_u8:
-        x = x.float() / 255
-    elif not x.dtype.is_floating_point:
+    if x.dtype == torch.uint8:
+        y = apply_levels(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index,
+                                                                          x.shape[0]))
+        return y[0] if single else y
+    if not x.dtype.is_floating_point:
         raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
     else:
         if torch.isnan(x).any():
@@ -166,10 +188,7 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
     seeds = _seeds(seed, s, corruption, severity, index, x.shape[0])
     orig_dtype = x.dtype
     y = apply(x.float(), corruption, severity, suite=suite, seeds=seeds)
-    if is_u8:
-        y = to_uint8(y)
-    else:
-        y = (floor_levels(y) if quantize else y).to(orig_dtype)
+    y = (floor_levels(y) if quantize else y).to(orig_dtype)
     return y[0] if single else y
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,17 +14,23 @@ from .suites import Params
 
 Sampler = Callable[[Draws, int, int, Params], dict[str, Any]]
 Kernel = Callable[[torch.Tensor, Params, dict[str, Any]], torch.Tensor]
+LevelsKernel = Callable[[torch.Tensor, Params], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Corruption:
     """One corruption: ``sample`` draws per-image parameters (leading dim N) from a :class:`Draws`;
-    ``apply`` is deterministic given them: ``(x (N,3,H,W) float [0,1], params, draws) -> same shape``."""
+    ``apply`` is deterministic given them: ``(x (N,3,H,W) float [0,1], params, draws) -> same shape``.
+
+    ``levels``, where set, is a CPU kernel for 8-bit data with no randomness, ``(uint8 (N,3,H,W), params)
+    -> uint8``, equal to quantising ``apply``'s output: it skips two float conversions for the
+    corruptions that are 8-bit operations in the reference (Pillow's resize, libjpeg)."""
 
     name: str
     family: str
     apply: Kernel
     sample: Sampler | None = None
+    levels: LevelsKernel | None = None
 
 
 REGISTRY: dict[str, Corruption] = {}
@@ -34,6 +41,16 @@ def register(name: str, family: str, sample: Sampler | None = None):
         if name in REGISTRY:
             raise ValueError(f"corruption {name!r} registered twice")
         REGISTRY[name] = Corruption(name, family, fn, sample)
+        return fn
+
+    return deco
+
+
+def register_levels(name: str):
+    """Attach the 8-bit CPU kernel of an already registered corruption."""
+
+    def deco(fn: LevelsKernel) -> LevelsKernel:
+        REGISTRY[name] = dataclasses.replace(REGISTRY[name], levels=fn)
         return fn
 
     return deco

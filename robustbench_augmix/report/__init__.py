@@ -53,7 +53,8 @@ def _describe(key: tuple) -> str:
             + (f", centre-cropped to {crop} px" if crop else "")
     if not complete:
         corr, sev, limit, n = subset
-        part += f", PARTIAL ({len(corr)} corruptions x severities {list(sev)}, {n} images{', --limit' if limit else ''})"
+        lim = ", --limit" if limit else ""
+        part += f", PARTIAL ({len(corr)} corruptions x severities {list(sev)}, {n} images{lim})"
     return f"{suite} (table {table[:10]}), {source} data" + (f", storage JPEG q{jpeg}" if jpeg else "") + part
 
 
