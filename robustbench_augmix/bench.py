@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from .corruptions import REGISTRY, apply, load_suite
+from .corruptions import REGISTRY, apply, apply_levels, load_suite
 from .corruptions._rng import image_seed
 
 
@@ -36,13 +36,17 @@ def _timeit(fn, min_time: float, min_calls: int = 2, max_calls: int = 200) -> fl
 
 
 def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c", names=None,
-                      batch=None, device="cpu", reference=True, min_time=0.3, log=print) -> list[dict]:
+                      batch=None, device="cpu", reference=True, min_time=0.3, io="uint8", log=print) -> list[dict]:
     """ms per image for each corruption: ours batched vs the reference package per image.
 
     Both use the ImageNet-C table at every size (the reference package has only that table), on the
-    same photographs. The reference runs single-threaded per image as its API does; ours runs
-    batched with torch's default threads.
+    same photographs. The reference runs single-threaded per image as its API does (uint8 image in,
+    uint8 image out); ours runs batched with torch's default threads, by default on the same terms:
+    uint8 (N, 3, H, W) in and out, as ``rb-corrupt`` runs it (``io="float"``: float [0, 1] in and out,
+    as :func:`apply` does on a model's device).
     """
+    if io not in ("uint8", "float"):
+        raise ValueError(f"io must be 'uint8' or 'float', got {io!r}")
     ref = None
     if reference:
         from ._reference import load_reference
@@ -54,14 +58,16 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
     for size in sizes:
         b = batch or (64 if size >= 128 else 512)
         imgs = _photos(size, b)
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255).to(device)
+        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous().to(device)
+        if io == "float":
+            x = x.float().div(255)
         for name in names:
             ours = 0.0
             for sev in severities:
                 seeds = [image_seed(0, suite, name, sev, i) for i in range(b)]
 
                 def run(sev=sev, seeds=seeds, x=x, name=name):
-                    apply(x, name, sev, suite=suite, seeds=seeds)
+                    (apply_levels if io == "uint8" else apply)(x, name, sev, suite=suite, seeds=seeds)
                     if device != "cpu":
                         torch.cuda.synchronize()
 
@@ -75,7 +81,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
                         img, severity=sev, corruption_name=name),
                                       min_time, min_calls=1, max_calls=100)
                 theirs /= len(severities)
-            row = {"corruption": name, "size": size, "extra": s.corruptions[name].extra,
+            row = {"corruption": name, "size": size, "extra": s.corruptions[name].extra, "io": io,
                    "ours_ms": ours * 1e3, "reference_ms": None if theirs is None else theirs * 1e3}
             rows.append(row)
             log(row)

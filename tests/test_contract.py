@@ -123,3 +123,21 @@ def test_bad_input_is_rejected_clearly(kwargs, match):
     images, corruption, severity = call.pop("images"), call.pop("corruption"), call.pop("severity")
     with pytest.raises(ValueError, match=match):
         rba.corrupt(images, corruption, severity, **call)
+
+
+@pytest.mark.parametrize("io", ["uint8", "float"])
+def test_rb_bench_corruptions_table(io, tmp_path, capsys):
+    """rb-bench corruptions runs side by side with the reference and sums the benchmark corruptions."""
+    import json
+
+    from robustbench_augmix.cli.bench import main as bench_main
+
+    out = tmp_path / "c.json"
+    assert bench_main(["corruptions", "--sizes", "32", "--corruptions", "pixelate,spatter", "--batch", "4",
+                       "--min-time", "0.001", "--io", io, "--json", str(out), "--markdown"]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["corruption"], r["size"], r["io"], r["extra"]) for r in rows] == [
+        ("pixelate", 32, io, False), ("spatter", 32, io, True)]
+    assert all(r["ours_ms"] > 0 and r["reference_ms"] > 0 for r in rows)
+    md = capsys.readouterr().out
+    assert "| pixelate |" in md and "| spatter (extra) |" in md and "1 benchmark corruptions (sum)" in md

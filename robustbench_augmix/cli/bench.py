@@ -155,6 +155,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--corruptions", default=None, help="comma-separated subset")
+    ap.add_argument("--io", choices=("uint8", "float"), default="uint8",
+                    help="corruptions: time ours uint8 in/out like the reference and rb-corrupt (default), "
+                         "or float [0, 1] in/out as on a model's device")
     ap.add_argument("--no-reference", action="store_true", help="time ours only (no imagecorruptions needed)")
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
     ap.add_argument("--json", help="write the raw rows here")
@@ -173,6 +176,7 @@ def main(argv=None) -> int:
         rows = bench_corruptions(sizes=[int(s) for s in args.sizes.split(",")], device=args.device,
                                  names=args.corruptions.split(",") if args.corruptions else None,
                                  batch=args.batch, reference=not args.no_reference, min_time=args.min_time,
+                                 io=args.io,
                                  log=lambda r: err.print(f"[dim]{r['corruption']} @{r['size']}: ours "
                                                          f"{r['ours_ms']:.3f} ms, ref {r['reference_ms']}[/]"))
     except ImportError as e:

@@ -133,7 +133,8 @@ def pixelate(x, p, draws):
 
     Pillow's integer arithmetic is reproduced: horizontal pass, rounding to 8 bits, vertical pass.
     Up-sampling with BOX picks the one source pixel whose centre is nearest: torch's ``nearest-exact``
-    where it picks the same ones (checked per size), a gather otherwise.
+    where it picks the same ones (checked per size), a gather otherwise. (Pillow itself on uint8 images,
+    one per thread, measured no faster on the CPU at 224 px and 4x slower at 32 px.)
     """
     h, w = x.shape[-2:]
     sh, sw = int(h * p.factor), int(w * p.factor)
@@ -146,27 +147,6 @@ def pixelate(x, p, draws):
         ix = torch.as_tensor(_box_taps(sw, w)[0][:, 0], device=x.device)
         q = q.index_select(3, ix).index_select(2, iy)
     return q.div_(255).to(x.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _pil_nearest_is_box(n_in: int, n_out: int) -> bool:
-    """Whether Pillow's NEAREST up-sampling picks the same source pixels as its BOX (it is faster)."""
-    ramp = Image.fromarray(np.arange(n_in, dtype=np.int32)[None], mode="I")
-    got = np.asarray(ramp.resize((n_out, 1), Image.NEAREST))[0]
-    return np.array_equal(got, _box_taps(n_in, n_out)[0][:, 0])
-
-
-@register_levels("pixelate")
-def _pixelate_u8(u8: torch.Tensor, p) -> torch.Tensor:
-    """Pillow itself on 8-bit images, one per thread."""
-    h, w = u8.shape[-2:]
-    sh, sw = int(h * p.factor), int(w * p.factor)
-    up = Image.NEAREST if _pil_nearest_is_box(sh, h) and _pil_nearest_is_box(sw, w) else Image.BOX
-
-    def one(a: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(a).resize((sw, sh), Image.BOX).resize((w, h), up))
-
-    return map_hwc(one, u8)
 
 
 @functools.cache
