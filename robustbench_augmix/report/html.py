@@ -25,6 +25,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 th{background:#f3f5fa;cursor:pointer;user-select:none;position:sticky;top:0}
 th:hover{background:#e4e9f5}th.asc:after{content:" \\25B2"}th.desc:after{content:" \\25BC"}
 tr:hover td{background:#fafbff}.scroll{overflow-x:auto}
+table.compact{font-size:.78rem}table.compact th,table.compact td{padding:.3rem .28rem}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.85rem}
 .note{color:#555;font-size:.85rem}
 """
@@ -57,9 +58,10 @@ CAPTIONS = {
 }
 
 
-def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool]) -> str:
+def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool], compact: bool = False) -> str:
     e = html.escape
-    out = ['<div class="scroll"><table class="sortable"><thead><tr>']
+    # The per-corruption table is compact so its 17 columns, the mean last, fit 1280 px without scrolling.
+    out = [f'<div class="scroll"><table class="sortable{" compact" if compact else ""}"><thead><tr>']
     # underscores become spaces so long corruption names wrap instead of widening the table
     out += [f'<th class="{"num" if n else ""}">{e(h.replace("_", " "))}</th>'
             for h, n in zip(head, numeric, strict=True)]
@@ -106,7 +108,8 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
         *(f"<p class='note'>Note: {e(n)}</p>" for n in board.notes),
         _table([h for _, h in COLUMNS], rows, numeric),
         f"<h2>Per corruption: {e(metric)}</h2>",
-        _table(["model", *board.corruptions, "mean"], per_c, [False] + [True] * (len(board.corruptions) + 1)),
+        _table(["model", *board.corruptions, "mean"], per_c, [False] + [True] * (len(board.corruptions) + 1),
+               compact=True),
     ]
     if plots:
         parts.append("<h2>Plots</h2>")
