@@ -103,8 +103,8 @@ def apply_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str 
         x: (N, 3, H, W) uint8, or float in [0, 1], on any device.
         seeds: N per-image seeds.
     Returns:
-        (N, 3, H, W) uint8 on the same device. Corruptions that are 8-bit operations in the reference
-        (pixelate, JPEG) run their 8-bit kernel on uint8 CPU data; the result is the same.
+        (N, 3, H, W) uint8 on the same device. A corruption with an 8-bit kernel (JPEG: libjpeg on the
+        uint8 batch) runs it on uint8 CPU data; the result is the same.
     """
     c = REGISTRY[corruption]
     if x.dtype == torch.uint8:

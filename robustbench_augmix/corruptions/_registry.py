@@ -23,8 +23,8 @@ class Corruption:
     ``apply`` is deterministic given them: ``(x (N,3,H,W) float [0,1], params, draws) -> same shape``.
 
     ``levels``, where set, is a CPU kernel for 8-bit data with no randomness, ``(uint8 (N,3,H,W), params)
-    -> uint8``, equal to quantising ``apply``'s output: it skips two float conversions for the
-    corruptions that are 8-bit operations in the reference (Pillow's resize, libjpeg)."""
+    -> uint8``, equal to quantising ``apply``'s output: it skips two float conversions for a
+    corruption that is an 8-bit operation in the reference (JPEG's libjpeg round trip)."""
 
     name: str
     family: str

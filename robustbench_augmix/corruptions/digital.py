@@ -151,13 +151,12 @@ def pixelate(x, p, draws):
 
 @functools.cache
 def _pool(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(n, thread_name_prefix="rba-pil")
+    return ThreadPoolExecutor(n, thread_name_prefix="rba-codec")
 
 
 def map_hwc(fn, u8: torch.Tensor) -> torch.Tensor:
     """A shape-preserving ``fn`` (uint8 (H, W, 3) array -> same) over a uint8 CPU batch (N, 3, H, W),
-    on as many threads as torch's intra-op pool (Pillow and libjpeg release the GIL), in order;
-    uint8 (N, 3, H, W) back."""
+    on as many threads as torch's intra-op pool, in order; uint8 (N, 3, H, W) back."""
     if len(u8) == 0:
         return u8.clone()
     hwc = u8.permute(0, 2, 3, 1).contiguous().numpy()
