@@ -229,12 +229,13 @@ def jpeg_roundtrip_levels(u8: torch.Tensor, quality: int) -> torch.Tensor:
     from torchvision.io import decode_jpeg, encode_jpeg
 
     def run(part: torch.Tensor) -> list[torch.Tensor]:
-        with _quiet():
-            return decode_jpeg(encode_jpeg(list(part), quality=int(quality)))
+        return decode_jpeg(encode_jpeg(list(part), quality=int(quality)))
 
     # One batched call per thread of torch's pool: torchvision's loop over the list runs without the GIL.
+    # The warning filters are process-wide, so they are set here, around the workers, not inside them.
     n = min(torch.get_num_threads(), len(cpu))
-    parts = [run(cpu)] if n <= 1 else _pool(n).map(run, cpu.tensor_split(n))
+    with _quiet():
+        parts = [run(cpu)] if n <= 1 else list(_pool(n).map(run, cpu.tensor_split(n)))
     out = torch.empty_like(cpu)
     i = 0
     for part in parts:
