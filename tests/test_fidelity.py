@@ -201,15 +201,22 @@ def test_jpeg_equals_pil_roundtrip_exactly(suite, tv, monkeypatch):
     if tv and not digital._torchvision_codec_matches_pil():
         pytest.skip("torchvision's libjpeg differs from PIL's on this install; PIL is used")
     monkeypatch.setattr(digital, "_torchvision_codec_matches_pil", lambda: tv)
+    from robustbench_augmix.corruptions import apply_levels
+
     imgs = [photo(i, SIZES[suite]) for i in range(3)]
+    u8 = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
     s = load_suite(suite)
     for sev in (1, 2, 3, 4, 5):
         q = int(s.corruptions["jpeg_compression"].params(sev, s).quality)
         got, _, _ = ours("jpeg_compression", suite, sev, imgs)
-        for img, y in zip(imgs, got, strict=True):
+        # uint8 input takes the 8-bit kernel (no float round trip): Pillow's pixels as well.
+        eight = apply_levels(u8, "jpeg_compression", sev, suite=suite, seeds=range(3)).permute(0, 2, 3, 1).numpy()
+        for img, y, z in zip(imgs, got, eight, strict=True):
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, "JPEG", quality=q)
-            np.testing.assert_array_equal(y, np.asarray(Image.open(buf).convert("RGB")), err_msg=f"q={q}")
+            want = np.asarray(Image.open(buf).convert("RGB"))
+            np.testing.assert_array_equal(y, want, err_msg=f"float input, q={q}")
+            np.testing.assert_array_equal(z, want, err_msg=f"uint8 input, q={q}")
 
 
 @pytest.mark.parametrize("shortcut", [True, False], ids=["nearest-shortcut", "box-gather"])
