@@ -219,17 +219,17 @@ def test_jpeg_equals_pil_roundtrip_exactly(suite, tv, monkeypatch):
             np.testing.assert_array_equal(z, want, err_msg=f"uint8 input, q={q}")
 
 
-@pytest.mark.parametrize("shortcut", [True, False], ids=["nearest-shortcut", "box-gather"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-chunk", "chunk-per-image"])
 @pytest.mark.parametrize("suite", SUITES)
-def test_pixelate_equals_pillow_box_exactly(suite, shortcut, monkeypatch):
+def test_pixelate_equals_pillow_box_exactly(suite, chunked, monkeypatch):
     """Pixelate is two Pillow BOX resizes (IN l. 529-535): the kernel gives Pillow's pixels at every
-    severity, on float and on uint8 input."""
+    severity, on float and on uint8 input, whether the CPU batch goes in one chunk or several."""
     from PIL import Image
 
     from robustbench_augmix.corruptions import apply_levels, digital
 
-    if not shortcut:  # up-sample by BOX taps, as for sizes where NEAREST would pick other pixels
-        monkeypatch.setattr(digital, "_nearest_exact_is_box", lambda *a: False)
+    if chunked:
+        monkeypatch.setattr(digital, "_PIXELATE_CHUNK", 1)
     imgs = [photo(i, SIZES[suite]) for i in range(3)]
     u8 = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
     s = load_suite(suite)
@@ -243,3 +243,34 @@ def test_pixelate_equals_pillow_box_exactly(suite, shortcut, monkeypatch):
             want = np.asarray(small.resize((w, h), Image.BOX))
             np.testing.assert_array_equal(y, want, err_msg=f"float input, factor {f}")
             np.testing.assert_array_equal(z, want, err_msg=f"uint8 input, factor {f}")
+
+
+@pytest.mark.parametrize("size", [(37, 50), (61, 19), (100, 100), (231, 224)])
+def test_pixelate_equals_pillow_box_at_any_size(size):
+    """Off a suite's native size the box widths and the up-sampling taps change (torch's nearest
+    modes pick other pixels than Pillow's BOX at some sizes): still Pillow's pixels, every factor.
+
+    Pillow's resize is a horizontal pass, rounding to 8 bits, then a vertical pass: always so up to
+    Pillow 12 (and when ImageNet-C was made), while Pillow 13 runs the vertical pass first for some
+    non-square reductions. We keep the classic order, so the reference here is Pillow one axis at a
+    time (each single-axis resize is one pass, the same in every version)."""
+    from PIL import Image
+
+    from robustbench_augmix.corruptions import apply_levels
+
+    def box(a, w, h):
+        return Image.fromarray(a).resize((w, a.shape[0]), Image.BOX).resize((w, h), Image.BOX)
+
+    h, w = size
+    img = photo(0, max(size))[:h, :w]
+    u8 = torch.from_numpy(img.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+    for suite in SUITES:
+        s = load_suite(suite)
+        for sev in (1, 3, 5):
+            f = s.corruptions["pixelate"].params(sev, s).factor
+            got = apply_levels(u8, "pixelate", sev, suite=suite, seeds=[0])[0].permute(1, 2, 0).numpy()
+            want = np.asarray(box(np.asarray(box(img, int(w * f), int(h * f))), w, h))
+            np.testing.assert_array_equal(got, want, err_msg=f"{suite} severity {sev} at {h}x{w}")
+            if h == w:  # square: Pillow's own two-pass resize agrees in every version
+                small = Image.fromarray(img).resize((int(w * f), int(h * f)), Image.BOX)
+                np.testing.assert_array_equal(got, np.asarray(small.resize((w, h), Image.BOX)))

@@ -104,7 +104,8 @@ def apply_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str 
         seeds: N per-image seeds.
     Returns:
         (N, 3, H, W) uint8 on the same device. A corruption with an 8-bit kernel (JPEG: libjpeg on the
-        uint8 batch) runs it on uint8 CPU data; the result is the same.
+        uint8 batch; pixelate: Pillow's integer BOX passes) runs it on uint8 CPU data; the result is
+        the same.
     """
     c = REGISTRY[corruption]
     if x.dtype == torch.uint8:

@@ -22,9 +22,10 @@ class Corruption:
     """One corruption: ``sample`` draws per-image parameters (leading dim N) from a :class:`Draws`;
     ``apply`` is deterministic given them: ``(x (N,3,H,W) float [0,1], params, draws) -> same shape``.
 
-    ``levels``, where set, is a CPU kernel for 8-bit data with no randomness, ``(uint8 (N,3,H,W), params)
+    ``levels``, where set, is a kernel for 8-bit data with no randomness, ``(uint8 (N,3,H,W), params)
     -> uint8``, equal to quantising ``apply``'s output: it skips two float conversions for a
-    corruption that is an 8-bit operation in the reference (JPEG's libjpeg round trip)."""
+    corruption that is an 8-bit operation in the reference (JPEG's libjpeg round trip, pixelate's
+    Pillow resizes)."""
 
     name: str
     family: str

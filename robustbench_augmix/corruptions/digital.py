@@ -103,50 +103,91 @@ def _box_ranges(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torc
     return torch.from_numpy(lo), torch.from_numpy(hi), torch.from_numpy(w).to(torch.int32)
 
 
-def _pil_box_axis(q: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
-    """One Pillow BOX down-sampling pass along ``dim`` of 8-bit levels held as float, exactly.
-
-    Pillow sums ``level * weight`` in integers of 2**-22 and rounds with ``(acc + 2**21) >> 22``. The
-    range sums come from a cumulative sum, exact in float32 below 2**24 (65,000 px of 255); the weights
-    of a range sum to about 2**22, so ``sum * weight`` stays below 255 * 2**22 < 2**31.
-    """
-    n_in = q.shape[dim]
-    lo, hi, w = (t.to(q.device) for t in _box_ranges(n_in, n_out))
-    c = torch.cumsum(q if n_in * 255 < 2**24 else q.double(), dim)
-    shape = [1] * q.dim()
-    shape[dim] = n_out
-    sums = c.index_select(dim, hi - 1) - c.index_select(dim, (lo - 1).clamp(min=0)) * (lo > 0).to(c.dtype).view(shape)
-    acc = sums.to(torch.int32) * w.view(shape)
-    return ((acc + (1 << (_PIL_BITS - 1))) >> _PIL_BITS).clamp_(0, 255).to(q.dtype)
-
-
 @functools.lru_cache(maxsize=64)
-def _nearest_exact_is_box(n_in: int, n_out: int) -> bool:
-    """Whether torch's ``nearest-exact`` up-sampling picks Pillow's BOX source pixels for this size."""
-    got = F.interpolate(torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in), size=n_out, mode="nearest-exact")
-    return np.array_equal(got.view(-1).long().numpy(), _box_taps(n_in, n_out)[0][:, 0])
+def _box_plan(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BOX down-sampling as taps and a float multiplier: output ``o`` is ``floor(m[o] * sum_t x[taps[t, o]]
+    + 0.5)``, with tap index ``n_in`` standing for a zero row (boxes one pixel narrower than the widest).
+
+    ``m = w / 2**22`` is exact in float32, and ``floor(s * m + 0.5)`` is checked here to equal Pillow's
+    ``(s * w + 2**21) >> 22`` for every sum ``s`` an 8-bit box can reach, so the float path is exact.
+    """
+    lo, hi, w = _box_ranges(n_in, n_out)
+    width = hi - lo
+    taps = torch.stack([torch.where(t < width, lo + t, n_in) for t in range(int(width.max()))])
+    m = w.double().div(1 << _PIL_BITS).float()
+    for k in width.unique().tolist():
+        wk = int(w[width == k][0])
+        s = torch.arange(255 * k + 1)
+        if not torch.equal((s.float() * (wk / (1 << _PIL_BITS)) + 0.5).floor().long(),
+                           (s * wk + (1 << (_PIL_BITS - 1))) >> _PIL_BITS):
+            raise AssertionError(f"BOX {n_in} -> {n_out}: float32 rounding differs from Pillow's for width {k}")
+    return taps, m
+
+
+@functools.lru_cache(maxsize=256)
+def _rows(kind: str, n_in: int, n_out: int, b: int, device: torch.device) -> torch.Tensor:
+    """Row indices into a ``(b * n_in [+ 1], L)`` matrix for ``b`` stacked images: the BOX taps
+    (``kind="down"``, (T, b * n_out), the zero row last) or the source row of each up-sampled row."""
+    if kind == "down":
+        taps, _ = _box_plan(n_in, n_out)
+        zero = taps == n_in
+        flat = torch.arange(b).view(1, b, 1) * n_in + taps.unsqueeze(1)
+        flat = torch.where(zero.unsqueeze(1), b * n_in, flat).flatten(1)
+    else:
+        src = torch.from_numpy(_box_taps(n_in, n_out)[0][:, 0])
+        flat = (torch.arange(b).view(b, 1) * n_in + src).flatten()
+    return flat.to(device)
+
+
+def _box_down(src: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Pillow's 8-bit BOX down-sampling along dim 1 of a uint8 ``(B, n_in, L)`` view (it may be a
+    transpose): uint8 ``(B, n_out, L)``. Rows are gathered whole, the fast direction for torch."""
+    b, n_in, length = src.shape
+    buf = torch.empty(b * n_in + 1, length, dtype=torch.uint8, device=src.device)
+    buf[-1].zero_()
+    buf[:-1].view(b, n_in, length).copy_(src)
+    taps = _rows("down", n_in, n_out, b, src.device)
+    acc = buf.index_select(0, taps[0]).float()
+    for t in taps[1:]:
+        acc += buf.index_select(0, t).float()
+    m = _box_plan(n_in, n_out)[1].to(src.device).view(1, -1, 1)
+    return acc.view(b, n_out, length).mul_(m).add_(0.5).floor_().to(torch.uint8)
+
+
+def _box_up(src: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Pillow's BOX up-sampling along dim 1 of a uint8 ``(B, n_in, L)`` view: each output row is the
+    source row whose centre is nearest (support below one pixel), so a row gather."""
+    b, n_in, length = src.shape
+    return src.contiguous().view(b * n_in, length).index_select(0, _rows("up", n_in, n_out, b, src.device)) \
+        .view(b, n_out, length)
 
 
 @register("pixelate", "digital")
 def pixelate(x, p, draws):
-    """PIL ``resize((int(W f), int(H f)), BOX)`` then back to (W, H) with BOX (IN l. 529-535).
+    """The 8-bit kernel above on the image's nearest 8-bit levels: the reference pixelates a PIL image."""
+    return pixelate_levels(round_levels_u8(x), p).to(x.dtype) / 255
 
-    Pillow's integer arithmetic is reproduced: horizontal pass, rounding to 8 bits, vertical pass.
-    Up-sampling with BOX picks the one source pixel whose centre is nearest: torch's ``nearest-exact``
-    where it picks the same ones (checked per size), a gather otherwise. (Pillow itself on uint8 images,
-    one per thread, measured no faster on the CPU at 224 px and 4x slower at 32 px.)
-    """
-    h, w = x.shape[-2:]
+
+_PIXELATE_CHUNK = 1 << 20  # uint8 elements per CPU chunk: the intermediates stay in the 2 x 1 MiB of L2
+
+
+@register_levels("pixelate")
+def pixelate_levels(u8: torch.Tensor, p) -> torch.Tensor:
+    """PIL ``resize((int(W f), int(H f)), BOX)`` then back to (W, H) with BOX (IN l. 529-535) on a
+    uint8 (N, 3, H, W) batch, bit for bit: horizontal pass, rounding to 8 bits, vertical pass, as
+    Pillow's Resample.c. Each pass gathers whole rows of a transposed view (torch gathers rows 10x
+    faster than columns), so the batch is transposed four times; on the CPU it goes in L2-sized chunks."""
+    n, c, h, w = u8.shape
     sh, sw = int(h * p.factor), int(w * p.factor)
-    q = torch.round(x.clamp(0, 1) * 255)
-    q = _pil_box_axis(_pil_box_axis(q, sw, 3), sh, 2)
-    if _nearest_exact_is_box(sh, h) and _nearest_exact_is_box(sw, w):
-        q = F.interpolate(q, size=(h, w), mode="nearest-exact")
-    else:
-        iy = torch.as_tensor(_box_taps(sh, h)[0][:, 0], device=x.device)
-        ix = torch.as_tensor(_box_taps(sw, w)[0][:, 0], device=x.device)
-        q = q.index_select(3, ix).index_select(2, iy)
-    return q.div_(255).to(x.dtype)
+    out = torch.empty_like(u8)
+    step = len(u8) if u8.device.type != "cpu" else max(1, _PIXELATE_CHUNK // (c * h * w))
+    for i in range(0, n, step):
+        x = u8[i:i + step].reshape(-1, h, w)               # (B, H, W)
+        a = _box_down(x.mT, sw)                            # (B, sw, H)
+        v = _box_down(a.mT, sh)                            # (B, sh, sw)
+        u = _box_up(v.mT, w)                               # (B, W, sh)
+        out[i:i + step] = _box_up(u.mT, h).view(-1, c, h, w)
+    return out
 
 
 @functools.cache
