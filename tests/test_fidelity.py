@@ -274,3 +274,27 @@ def test_pixelate_equals_pillow_box_at_any_size(size):
             if h == w:  # square: Pillow's own two-pass resize agrees in every version
                 small = Image.fromarray(img).resize((int(w * f), int(h * f)), Image.BOX)
                 np.testing.assert_array_equal(got, np.asarray(small.resize((w, h), Image.BOX)))
+
+
+@pytest.mark.parametrize("sev", [1, 2, 3])
+def test_spatter_canny_and_chamfer_match_opencv(sev):
+    """The two OpenCV steps of the water spatter, each against cv2 on the liquid layers the script
+    makes (IN l. 438-445): Canny edges exactly; the capped L2 5x5 chamfer distance to float32 rounding
+    (our relaxation sums the same moves in a different order than IPP's two raster passes)."""
+    cv2 = pytest.importorskip("cv2")
+    from robustbench_augmix.corruptions._ops import gaussian_filter
+    from robustbench_augmix.corruptions.weather import canny_u8, chamfer_distance_l2_5
+
+    p = load_suite("imagenet-c").corruptions["spatter"].params(sev, load_suite("imagenet-c"))
+    normal = torch.randn(12, 1, 224, 224, generator=torch.Generator().manual_seed(sev), dtype=torch.float64)
+    layer = gaussian_filter(p.loc + p.scale * normal, float(p.sigma), mode="edge")
+    layer = torch.where(layer < p.threshold, torch.zeros_like(layer), layer)
+    l8 = torch.remainder(torch.floor(layer * 255), 256)
+    edges = canny_u8(l8, 50, 150)
+    dist = chamfer_distance_l2_5(edges, 20.0)
+    for i in range(len(l8)):
+        want = cv2.Canny(l8[i, 0].numpy().astype(np.uint8), 50, 150)
+        np.testing.assert_array_equal(edges[i, 0].numpy(), want > 0)
+        d = np.minimum(cv2.distanceTransform(255 - want, cv2.DIST_L2, 5), 20)
+        np.testing.assert_allclose(dist[i, 0].numpy(), d, rtol=0, atol=4e-6)
+    assert edges.any() and (dist > 0).any() and (dist < 20).any()

@@ -91,13 +91,11 @@ def fog(x, p, draws):
 # -------------------------------------------------------------------------------------- spatter
 # OpenCV's 8-bit Canny, L2 5x5 chamfer distance, histogram equalisation and box blur, as the spatter
 # script calls them (cv2 defaults: Sobel with replicated borders inside Canny, REFLECT_101 elsewhere).
-_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _EMBOSS = np.array([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])  # IN l. 449 (correlated, not flipped)
 _TG22 = 13573  # round(tan(22.5 deg) * 2^15), OpenCV canny.cpp CANNY_SHIFT = 15
 # cv2.DIST_L2 with a 5x5 mask: a = 1, b = 1.4, c = 2.1969 (OpenCV distanceTransform docs). OpenCV
 # builds with IPP (the PyPI wheels) sum these in float32; the portable path would use 16-bit fixed point.
-_CHAMFER = [((0, 1), 1.0), ((1, 0), 1.0), ((1, 1), 1.4), ((1, -1), 1.4),
-            ((1, 2), 2.1969), ((2, 1), 2.1969), ((1, -2), 2.1969), ((2, -1), 2.1969)]
+_CHAMFER_A, _CHAMFER_B, _CHAMFER_C = 1.0, 1.4, 2.1969  # axis, diagonal and knight moves
 
 
 def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
@@ -110,6 +108,25 @@ def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
     return out
 
 
+def _sobel(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """3x3 Sobel derivatives (x, y) of a padded (N, 1, H+2, W+2) float batch: (N, 1, H, W) each, as
+    ``F.conv2d`` with [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]] and its transpose gives them, in slices (a
+    one-channel convolution is 20x slower on the CPU)."""
+    gx = f[..., 2:] - f[..., :-2]
+    gy = f[..., 2:, :] - f[..., :-2, :]
+    return gx[..., :-2, :] + 2 * gx[..., 1:-1, :] + gx[..., 2:, :], gy[..., :-2] + 2 * gy[..., 1:-1] + gy[..., 2:]
+
+
+def _emboss(f: torch.Tensor) -> torch.Tensor:
+    """Correlation of a padded (N, 1, H+2, W+2) batch with ``_EMBOSS``, in slices."""
+    h, w = f.shape[-2] - 2, f.shape[-1] - 2
+    out = torch.zeros_like(f[..., 1:-1, 1:-1])
+    for (i, j), k in np.ndenumerate(_EMBOSS):
+        if k:
+            out += float(k) * f[..., i:i + h, j:j + w]
+    return out
+
+
 def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
     """``cv2.Canny(img, low, high)`` (aperture 3, L1 gradient) on integer-valued (N, 1, H, W) levels.
 
@@ -117,9 +134,7 @@ def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
     grows the strong edges through the candidates 8-connectedly until nothing changes.
     """
     f = F.pad(img.to(torch.float32), (1, 1, 1, 1), mode="replicate")
-    kx = _SOBEL_X.to(img.device).view(1, 1, 3, 3)
-    dx = F.conv2d(f, kx).round().to(torch.int64)
-    dy = F.conv2d(f, kx.transpose(-1, -2)).round().to(torch.int64)
+    dx, dy = (d.to(torch.int32) for d in _sobel(f))
     mag = dx.abs() + dy.abs()
     x, y = dx.abs(), dy.abs() << 15
     tg22x = x * _TG22
@@ -155,22 +170,33 @@ def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
 def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
     """``min(cv2.distanceTransform(src, DIST_L2, 5), cap)`` where ``zero`` marks src == 0 (N, 1, H, W).
 
-    Shortest chamfer paths by parallel relaxation; a path of cost <= cap has at most ``cap`` steps, so
-    ``cap`` rounds give every distance below the cap exactly. Outside the image is infinitely far.
+    Shortest chamfer paths by parallel relaxation from 0 on the edges and ``cap`` elsewhere (which is
+    the capped distance at once for every pixel at least ``cap`` away); a path of cost below the cap
+    has fewer than ``cap`` + 1 steps, so that many rounds suffice. Outside the image is infinitely far.
+    The moves of one weight are taken together as maxima of shifted slices of the negated field; on
+    the CPU the batch goes 8 images at a time (the 10 temporaries stay in cache: 2.2x faster).
     """
-    big = float(1 << 30)
+    if zero.device.type == "cpu" and len(zero) > 8:
+        return torch.cat([chamfer_distance_l2_5(part, cap) for part in zero.split(8)])
     h, w = zero.shape[-2:]
-    d = torch.where(zero, 0.0, big).to(torch.float32)
-    offsets = [(sy * dy, sx * dx, wt) for (dy, dx), wt in _CHAMFER for sy, sx in ((1, 1), (-1, -1))]
+    e = torch.where(zero, 0.0, -float(cap)).to(torch.float32)  # negated distances: maxima are minima
+    mx = torch.maximum
     for _ in range(int(math.ceil(cap)) + 1):
-        dp = F.pad(d, (2, 2, 2, 2), value=big)
-        nd = d.clone()
-        for dy, dx, wt in offsets:
-            torch.minimum(nd, dp[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + wt, out=nd)
-        if torch.equal(nd, d):
+        ep = F.pad(e, (2, 2, 2, 2), value=-math.inf)
+        rows = mx(ep[..., 1:h + 1, :], ep[..., 3:h + 3, :])  # rows -1, +1: (N, 1, H, W + 4)
+        cols = mx(ep[..., 1:w + 1], ep[..., 3:w + 3])  # cols -1, +1: (N, 1, H + 4, W)
+        axis = mx(rows[..., 2:w + 2], cols[..., 2:h + 2, :])
+        diag = mx(rows[..., 1:w + 1], rows[..., 3:w + 3])
+        k1 = mx(ep[..., 0:w], ep[..., 4:w + 4])  # cols -2, +2, then rows -1, +1
+        k1 = mx(k1[..., 1:h + 1, :], k1[..., 3:h + 3, :])
+        k2 = mx(ep[..., 0:h, :], ep[..., 4:h + 4, :])  # rows -2, +2, then cols -1, +1
+        k2 = mx(k2[..., 1:w + 1], k2[..., 3:w + 3])
+        ne = mx(mx(e, axis.sub_(_CHAMFER_A)), diag.sub_(_CHAMFER_B))
+        ne = mx(ne, mx(k1, k2).sub_(_CHAMFER_C))
+        if torch.equal(ne, e):
             break
-        d = nd
-    return d.clamp(max=cap)
+        e = ne
+    return -e
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
@@ -212,8 +238,7 @@ def spatter(x, p, draws):
         dist = chamfer_distance_l2_5(edges, 20.0)  # 255 - Canny is 0 exactly on the edges
         dist = torch.floor((_box3(dist) * (1.0 / 9)).to(torch.float32))  # blur float32, then astype(uint8)
         dist = equalize_hist_u8(dist)
-        emb = F.conv2d(F.pad(dist.double(), (1, 1, 1, 1), mode="reflect"),
-                       torch.from_numpy(_EMBOSS).to(x.device).view(1, 1, 3, 3)).clamp(0, 255)
+        emb = _emboss(F.pad(dist.to(torch.float32), (1, 1, 1, 1), mode="reflect")).clamp(0, 255)
         dist = torch.round(_box3(emb) / 9).to(torch.float32)  # 8-bit box blur rounds
         m = l8.to(torch.float32) * dist
         mx = m.amax(dim=(-2, -1), keepdim=True)
