@@ -367,7 +367,7 @@ class Evaluation:
         def add(cell, stats):
             for f in FIELDS:
                 parts[cell][f].append(stats[f])
-            advance(len(stats["correct"]))
+            advance(cell[0], len(stats["correct"]))
             if self.device.type == "cpu":
                 release_free_memory()
 
@@ -397,9 +397,12 @@ class Evaluation:
         mine = [k for k in range(len(chunks)) if k % self.world == self.rank]
         cached = {k: self._load_chunk(k) for k in mine}
         todo = {k: [c for c in self.cells if c not in cached[k]] for k in mine}
-        total = sum(len(chunks[k]) * len(todo[k]) for k in mine)
+        totals: dict[str, int] = {}
+        for k in mine:
+            for c, _ in todo[k]:
+                totals[c] = totals.get(c, 0) + len(chunks[k])
         done_before = sum(len(chunks[k]) * (len(self.cells) - len(todo[k])) for k in mine)
-        with _progress(self.cfg.progress and total > 0, total, f"{self.name}") as advance:
+        with _progress(self.cfg.progress and bool(totals), totals, f"{self.name}") as advance:
             for k in mine:
                 if not todo[k]:
                     continue
@@ -631,9 +634,16 @@ def _collate(items):
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int, name: str):
+def _progress(enabled: bool, totals: Mapping[str, int], name: str):
+    """A bar for the run and one per corruption (clean apart), on stderr, each with its own images/s.
+
+    Every chunk of images goes through all its cells before the next chunk, so the cells advance
+    together; the time between two updates is the cost of the cell just finished, so each bar's rate is
+    that corruption's own throughput (the slow ones stand out), and the run's bar has the ETA.
+    Yields ``advance(corruption, n_images)``.
+    """
     if not enabled:
-        yield lambda n: None
+        yield lambda group, n: None
         return
     from rich.console import Console
     from rich.progress import (
@@ -645,17 +655,24 @@ def _progress(enabled: bool, total: int, name: str):
         TimeRemainingColumn,
     )
 
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
-    t0 = time.perf_counter()
+    t0 = last = time.perf_counter()
     with Progress(*cols, console=Console(stderr=True), transient=False) as prog:
-        task = prog.add_task(name, total=total, rate="")
-        state = {"n": 0}
+        run = prog.add_task(f"[bold]{name}", total=sum(totals.values()), rate="")
+        width = max(map(len, totals))
+        bars = {g: prog.add_task(f"  {g:<{width}}", total=t, rate="") for g, t in totals.items()}
+        spent = dict.fromkeys(totals, 0.0)
+        done = dict.fromkeys(totals, 0)
 
-        def advance(n: int) -> None:
-            state["n"] += n
-            rate = state["n"] / max(time.perf_counter() - t0, 1e-9)
-            prog.update(task, advance=n, rate=f"{rate:,.0f} img/s")
+        def advance(group: str, n: int) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            spent[group] += now - last
+            last = now
+            done[group] += n
+            prog.update(bars[group], advance=n, rate=f"{done[group] / max(spent[group], 1e-9):,.0f} img/s")
+            prog.update(run, advance=n, rate=f"{sum(done.values()) / max(now - t0, 1e-9):,.0f} img/s")
 
         yield advance
 

@@ -331,3 +331,17 @@ def test_imagenet_cards_name_their_classes():
     assert parse_card({**raw, "classes": ["cat", "dog"]}, "t").class_names() == ["cat", "dog"]
     with pytest.raises(ValueError, match="distinct names"):
         parse_card({**raw, "classes": ["cat", "cat"]}, "t")
+
+
+def test_progress_has_a_bar_per_corruption_with_its_rate(cifar_eval, tmp_path, capsys):
+    """The run's bar and one per corruption (clean apart), each with its count and images/s, on stderr."""
+    root, factory, model, *_ = cifar_eval
+    Evaluation(model, Config(suite="cifar10-c", data=str(root), corruptions=CELLS, severities=[1, 3],
+                             chunk_size=20, n_boot=0, progress=True)).run()
+    err = capsys.readouterr().err
+    lines = {ln.split()[0]: ln for ln in err.splitlines() if ln.strip()}
+    assert {"clean", *CELLS} <= set(lines), err
+    for c in CELLS:
+        assert f"{2 * N}/{2 * N}" in lines[c] and "img/s" in lines[c], lines[c]  # 2 severities x N images
+    assert f"{N}/{N}" in lines["clean"]
+    assert any(f"{N + 2 * N * len(CELLS)}/{N + 2 * N * len(CELLS)}" in ln for ln in lines.values()), err

@@ -96,6 +96,7 @@ _TG22 = 13573  # round(tan(22.5 deg) * 2^15), OpenCV canny.cpp CANNY_SHIFT = 15
 # cv2.DIST_L2 with a 5x5 mask: a = 1, b = 1.4, c = 2.1969 (OpenCV distanceTransform docs). OpenCV
 # builds with IPP (the PyPI wheels) sum these in float32; the portable path would use 16-bit fixed point.
 _CHAMFER_A, _CHAMFER_B, _CHAMFER_C = 1.0, 1.4, 2.1969  # axis, diagonal and knight moves
+_CHAMFER_CHUNK = 8 * 224 * 224  # pixels per CPU part
 
 
 def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
@@ -174,10 +175,11 @@ def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
     the capped distance at once for every pixel at least ``cap`` away); a path of cost below the cap
     has fewer than ``cap`` + 1 steps, so that many rounds suffice. Outside the image is infinitely far.
     The moves of one weight are taken together as maxima of shifted slices of the negated field; on
-    the CPU the batch goes 8 images at a time (the 10 temporaries stay in cache: 2.2x faster).
+    the CPU the batch goes in parts of 8 images of 224 px (the 10 temporaries stay in cache: 2.2x faster).
     """
-    if zero.device.type == "cpu" and len(zero) > 8:
-        return torch.cat([chamfer_distance_l2_5(part, cap) for part in zero.split(8)])
+    step = max(1, _CHAMFER_CHUNK // zero[0].numel())
+    if zero.device.type == "cpu" and len(zero) > step:
+        return torch.cat([chamfer_distance_l2_5(part, cap) for part in zero.split(step)])
     h, w = zero.shape[-2:]
     e = torch.where(zero, 0.0, -float(cap)).to(torch.float32)  # negated distances: maxima are minima
     mx = torch.maximum
