@@ -110,7 +110,7 @@ def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=N
     ev.num_classes = None
     ev._num_classes_checked = True  # synthetic labels: the model's head size does not matter here
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    batches = [torch.from_numpy(imgs[a : a + batch]).to(device).permute(0, 3, 1, 2).float() / 255
+    batches = [torch.from_numpy(imgs[a : a + batch]).to(device).permute(0, 3, 1, 2)  # uint8, as the engine's
                for a in range(0, images, batch)]
     idx = [torch.arange(a, min(a + batch, images)) for a in range(0, images, batch)]
     y = [torch.zeros(len(i), dtype=torch.long) for i in idx]

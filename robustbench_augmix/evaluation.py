@@ -326,6 +326,7 @@ class Evaluation:
                                            num_workers=self.cfg.workers, collate_fn=_collate)
 
     def _corrupt(self, x: torch.Tensor, c: str, s: int, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) clean images -> float [0, 1] corrupted ones, as ``rb-corrupt`` writes them."""
         y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.cfg.seed, index=idx.tolist())
         if self.storage_jpeg:
             q = self.suite.jpeg_quality or 85
@@ -374,10 +375,12 @@ class Evaluation:
         on_clean = [cell for cell in pending if cell == CLEAN or self.source_kind == "generate"]
         if on_clean:
             for u8, ii in self._loader(self.clean_src.read, idx):
-                x = u8.to(self.device).permute(0, 3, 1, 2).float() / 255
+                u8 = u8.to(self.device).permute(0, 3, 1, 2)
+                x = u8.float() / 255
                 y = self.labels[ii]
                 for cell in on_clean:
-                    add(cell, self._forward(x if cell == CLEAN else self._corrupt(x, *cell, ii), y))
+                    # The corruptions take the 8-bit images: JPEG and pixelate then skip the float round trip.
+                    add(cell, self._forward(x if cell == CLEAN else self._corrupt(u8, *cell, ii), y))
         for cell in pending:
             if cell in on_clean:
                 continue
