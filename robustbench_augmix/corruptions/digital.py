@@ -190,9 +190,12 @@ def pixelate_levels(u8: torch.Tensor, p) -> torch.Tensor:
     return out
 
 
-@functools.cache
-def _pool(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(n, thread_name_prefix="rba-codec")
+def _threaded_map(fn, items, n: int) -> list:
+    """``list(map(fn, items))`` on ``n`` short-lived threads. The threads end with the call: codec
+    threads kept alive after running torchvision's codec slowed the main thread's later torch work by
+    30-70 % on the CPU (spatter 4.0 -> 6.7 ms per image after JPEG, measured)."""
+    with ThreadPoolExecutor(n, thread_name_prefix="rba-codec") as pool:
+        return list(pool.map(fn, items))
 
 
 def map_hwc(fn, u8: torch.Tensor) -> torch.Tensor:
@@ -202,7 +205,7 @@ def map_hwc(fn, u8: torch.Tensor) -> torch.Tensor:
         return u8.clone()
     hwc = u8.permute(0, 2, 3, 1).contiguous().numpy()
     n = min(torch.get_num_threads(), len(hwc))
-    out = [fn(a) for a in hwc] if n <= 1 else list(_pool(n).map(fn, hwc))
+    out = [fn(a) for a in hwc] if n <= 1 else _threaded_map(fn, hwc, n)
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -276,7 +279,7 @@ def jpeg_roundtrip_levels(u8: torch.Tensor, quality: int) -> torch.Tensor:
     # The warning filters are process-wide, so they are set here, around the workers, not inside them.
     n = min(torch.get_num_threads(), len(cpu))
     with _quiet():
-        parts = [run(cpu)] if n <= 1 else list(_pool(n).map(run, cpu.tensor_split(n)))
+        parts = [run(cpu)] if n <= 1 else _threaded_map(run, cpu.tensor_split(n), n)
     out = torch.empty_like(cpu)
     i = 0
     for part in parts:

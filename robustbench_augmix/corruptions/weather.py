@@ -201,10 +201,12 @@ def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
     return -e
 
 
-def _box3(x: torch.Tensor) -> torch.Tensor:
-    """Sum over a 3x3 window with REFLECT_101 borders (float64, exact for these inputs)."""
-    xp = F.pad(x.double(), (1, 1, 1, 1), mode="reflect")
-    return F.avg_pool2d(xp, 3, 1, divisor_override=1)
+def _box3(x: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Sum over a 3x3 window with REFLECT_101 borders, separably in ``dtype``: exact for float32 input
+    in float64 and for 8-bit levels in float32, so in any order."""
+    xp = F.pad(x.to(dtype), (1, 1, 1, 1), mode="reflect")
+    r = xp[..., :-2] + xp[..., 1:-1] + xp[..., 2:]
+    return r[..., :-2, :] + r[..., 1:-1, :] + r[..., 2:, :]
 
 
 def equalize_hist_u8(v: torch.Tensor) -> torch.Tensor:
@@ -241,7 +243,7 @@ def spatter(x, p, draws):
         dist = torch.floor((_box3(dist) * (1.0 / 9)).to(torch.float32))  # blur float32, then astype(uint8)
         dist = equalize_hist_u8(dist)
         emb = _emboss(F.pad(dist.to(torch.float32), (1, 1, 1, 1), mode="reflect")).clamp(0, 255)
-        dist = torch.round(_box3(emb) / 9).to(torch.float32)  # 8-bit box blur rounds
+        dist = torch.round(_box3(emb, torch.float32) / 9)  # 8-bit box blur rounds
         m = l8.to(torch.float32) * dist
         mx = m.amax(dim=(-2, -1), keepdim=True)
         m = torch.where(mx > 0, m / mx.clamp(min=1e-30), torch.zeros_like(m)) * float(p.intensity)
