@@ -90,7 +90,7 @@ def _box_ranges(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor, torc
     """Pillow's BOX taps as ranges: output ``o`` is ``(w[o] * sum(x[lo[o]:hi[o]]) + 2**21) >> 22``.
 
     BOX gives every source pixel whose centre falls in the box the same weight, so a row of taps is a
-    contiguous range with one weight (checked here), and a cumulative sum gives all the range sums.
+    contiguous range with one weight (checked here); the ranges of a row partition it.
     """
     idx, wt = _box_taps(n_in, n_out)
     lo, hi, w = (np.empty(n_out, dtype=np.int64) for _ in range(3))
