@@ -376,7 +376,7 @@ class Evaluation:
         if on_clean:
             for u8, ii in self._loader(self.clean_src.read, idx):
                 u8 = u8.to(self.device).permute(0, 3, 1, 2)
-                x = u8.float() / 255
+                x = u8.float() / 255 if CLEAN in on_clean else None  # clean may be cached already
                 y = self.labels[ii]
                 for cell in on_clean:
                     # The corruptions take the 8-bit images: JPEG and pixelate then skip the float round trip.
