@@ -77,6 +77,7 @@ class Recipe:
     std: tuple[float, float, float]
     eval_suite: str
     source: str
+    card: str = ""  # the zoo card whose reported numbers this recipe, run unchanged, reproduces
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -122,7 +123,7 @@ def load_recipe(name: str, **overrides) -> Recipe:
         raise TrainError(f"schedule must be cosine or step, got {raw['schedule']!r}")
     if raw["jsd"] and not raw["augmix"]:
         raise TrainError("the JSD loss needs AugMix views: pass --no-jsd with --no-augmix")
-    return Recipe(**{k: raw[k] for k in fields})
+    return Recipe(**{k: raw[k] for k in fields if k in raw})
 
 
 def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
@@ -287,7 +288,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _identity(self) -> dict:
-        return {"recipe": self.r.to_dict(), "seed": self.cfg.seed, "world": self.world, "batched": self.batched,
+        recipe = {k: v for k, v in self.r.to_dict().items() if k != "card"}  # metadata, not training state
+        return {"recipe": recipe, "seed": self.cfg.seed, "world": self.world, "batched": self.batched,
                 "limit": self.cfg.limit, "n_train": len(self.ds)}
 
     def _save_checkpoint(self) -> None:
@@ -456,8 +458,31 @@ class Trainer:
                          "epochs_run": int(last.get("epoch", 0) or 0), **versions()},
             "reported": {},
         }
+        zoo_card, why = self._reproduces()
+        if zoo_card is not None:
+            card["note"] += (f" Its recipe is the one of zoo card {zoo_card.id}; [reported] holds that card's "
+                             "published numbers, to compare this run with (they are not this run's).")
+            card["reported"] = {**zoo_card.reported, "reproduces": zoo_card.id}
+        elif why:
+            card["note"] += f" No published numbers attached: {why}."
         write_card(self.out / "card.toml", card)
         return self.out / "card.toml"
+
+
+    def _reproduces(self):
+        """``(zoo card, "")`` when this run followed its recipe's card unchanged, else ``(None, why)``."""
+        if not self.r.card:
+            return None, ""
+        from .zoo import get_card
+
+        table = load_recipe(self.r.id)
+        changed = [f"{f.name} {getattr(table, f.name)!r} -> {getattr(self.r, f.name)!r}"
+                   for f in dataclasses.fields(Recipe) if getattr(table, f.name) != getattr(self.r, f.name)]
+        if changed:
+            return None, f"the recipe was changed ({', '.join(changed)})"
+        if self.cfg.limit:
+            return None, f"trained on the first {self.cfg.limit} images only (--limit)"
+        return get_card(self.r.card), ""
 
 
 class _Progress:

@@ -189,8 +189,10 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
                                  "pass --weights PATH")
         return _verify(card, card.local_weights)
     if not card.has_weights:
-        raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}); pass a "
-                             "state dict with --weights PATH")
+        train = (f"train them with `rb-train --recipe {w['train_recipe']} --data PATH --out runs/{card.id}`, then "
+                 f"`rb-eval --model runs/{card.id}/card.toml`; or " if w.get("train_recipe") else "")
+        raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): {train}"
+                             "pass a state dict with --weights PATH")
     file = w.get("file") or (w["url"].rsplit("/", 1)[1] if w.get("url") else None)
     cached = torch_hub_dir() / file if file else None
     if cached is not None and cached.is_file():

@@ -258,3 +258,34 @@ def test_rb_bench_train_reports_both_paths(tmp_path, capsys):
     assert res["speedup"] == pytest.approx(res["per_image_ms"] / res["batched_ms"])
     assert 0 < res["aug_share_of_step"] < 1 and res["per_image_ms"] > 0 and res["step_ms"] > 0
     assert "batched / per-image speed-up" in capsys.readouterr().out
+
+
+def test_a_run_of_an_unchanged_recipe_carries_its_cards_numbers_to_the_leaderboard(tmp_path, cifar_root):
+    """rb-train's card holds the published numbers of the zoo card its recipe reproduces (not when the recipe
+    was changed), and the leaderboard compares the run with them."""
+    from robustbench_augmix.cli.eval import main as eval_main
+    from robustbench_augmix.report import leaderboard, load_results
+    from robustbench_augmix.zoo import get_card
+
+    root, imgs = cifar_root
+    train = ArraySource(imgs[:10], np.arange(10), None)
+    r = load_recipe("cifar10-wrn40_2-standard")
+    Trainer(r, _cfg(tmp_path / "wrn-std"), train_set=train, test_set=train).export()
+    card = get_card(str(tmp_path / "wrn-std" / "card.toml"))
+    paper = get_card("wrn40_2_standard_cifar10").reported
+    assert card.reported["reproduces"] == "wrn40_2_standard_cifar10"
+    assert card.reported["mean_corruption_error"] == paper["mean_corruption_error"] == 26.9
+    assert "not this run's" in card.note
+
+    changed = Trainer(load_recipe(r.id, epochs=3), _cfg(tmp_path / "short"), train_set=train, test_set=train)
+    short = get_card(str(changed.export()))
+    assert dict(short.reported) == {} and "epochs 100 -> 3" in short.note
+    limited = Trainer(r, _cfg(tmp_path / "lim", limit=5), train_set=train, test_set=train)
+    assert "first 5 images" in get_card(str(limited.export())).note
+
+    res = tmp_path / "res"
+    assert eval_main(["--model", str(tmp_path / "wrn-std" / "card.toml"), "--data", str(root), "--corruptions",
+                      "fog", "--severities", "1", "--out", str(res), "--no-progress", "--bootstrap", "0"]) == 0
+    row = leaderboard(load_results([res / "wrn-std__cifar10-c.json"])).rows[0]
+    assert row["reported_mean_corruption_error"] == 26.9
+    assert row["delta_mean_corruption_error"] == pytest.approx(row["mean_corruption_error"] - 26.9, abs=0.01)

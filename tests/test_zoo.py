@@ -124,5 +124,51 @@ def test_rb_zoo_list_and_show(capsys):
     assert "resnet50_augmix" in outp and "wrn40_2" not in outp
     assert zoo_main(["show", "resnet50_augmix"]) == 0
     assert "timm/resnet50.am_in1k" in capsys.readouterr().out
+    assert zoo_main(["show", "wrn40_2_standard_cifar10"]) == 0
+    shown = capsys.readouterr().out
+    assert "[weights]" in shown and "[reported]" in shown  # section names are text, not rich markup
+    assert "rb-train --recipe cifar10-wrn40_2-standard" in shown
     assert zoo_main(["show", "resnet50_augmx"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+TRAINABLE = [c for c in CARDS if c.weights.get("train_recipe")]
+
+
+@pytest.mark.parametrize("card", TRAINABLE, ids=lambda c: c.id)
+def test_cards_without_weights_name_a_recipe_that_reproduces_them(card):
+    """A card whose weights rb-train produces names a recipe of the same network, data and preprocessing,
+    and that recipe names the card back (its reported numbers go into the trained card)."""
+    from robustbench_augmix.train import load_recipe
+
+    r = load_recipe(card.weights["train_recipe"])
+    assert (r.arch, r.dataset, r.card) == (card.builder, card.dataset, card.id)
+    assert (r.input_size, list(r.mean), list(r.std)) == (card.preprocess["input_size"], list(card.preprocess["mean"]),
+                                                         list(card.preprocess["std"]))
+    assert card.recipe.get("id") == r.id and r.text in card.recipe["text"]
+    assert ("standard" in card.id) == (not r.augmix and not r.jsd)
+    with pytest.raises(zoo.WeightsMissing, match=rf"rb-train --recipe {r.id} .*--weights PATH"):
+        zoo.resolve_weights(card)
+
+
+def test_every_recipe_card_exists():
+    from robustbench_augmix.train import load_recipe, recipes
+
+    linked = {load_recipe(n).card: n for n in recipes() if load_recipe(n).card}
+    assert set(linked) == {c.id for c in TRAINABLE}
+    # the paper's four networks on both datasets, AugMix and standard (AugMix Table 1)
+    assert len(linked) == 16
+
+
+def test_standard_recipes_differ_from_augmix_only_in_the_augmentation():
+    import dataclasses
+
+    from robustbench_augmix.train import load_recipe, recipes
+
+    pairs = [(n, n.replace("-standard", "-augmix")) for n in recipes() if n.endswith("-standard")
+             and n.startswith("cifar")]
+    assert len(pairs) == 8
+    for std_name, aug_name in pairs:
+        s, a = load_recipe(std_name), load_recipe(aug_name)
+        diff = {f.name for f in dataclasses.fields(s) if getattr(s, f.name) != getattr(a, f.name)}
+        assert diff == {"id", "augmix", "jsd", "card"} and not s.augmix and not s.jsd

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
             ce = r.get("mce", r.get("mean_corruption_error"))
             file = c.weights.get("file")
             state = ("cached" if file and (torch_hub_dir() / file).is_file() else "downloadable") if c.has_weights \
-                else "none shipped"
+                else ("rb-train" if c.weights.get("train_recipe") else "none")
             t.add_row(c.id, c.dataset, c.builder, f"{c.params / 1e6:.1f}M",
                       "-" if r.get("clean_error") is None else f"{r['clean_error']:.1f}",
                       "-" if ce is None else f"{ce:.1f}" + (" mCE" if "mce" in r else ""), state)
@@ -56,9 +56,12 @@ def main(argv=None) -> int:
         for key in ("dataset", "num_classes", "builder", "params", "note"):
             out.print(f"  {key}: {getattr(card, key)}")
         for sec in ("weights", "preprocess", "recipe", "reported"):
-            out.print(f"  [{sec}]")
+            out.print(f"  [{sec}]", markup=False, highlight=False)
             for k, v in getattr(card, sec).items():
-                out.print(f"    {k}: {v}")
+                out.print(f"    {k}: {v}", markup=False)
+        if card.weights.get("train_recipe"):
+            out.print(f"  to produce the weights: rb-train --recipe {card.weights['train_recipe']} --data PATH "
+                      f"--out runs/{card.id}, then rb-eval --model runs/{card.id}/card.toml", markup=False)
         return 0
     try:
         path = resolve_weights(card)

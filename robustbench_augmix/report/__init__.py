@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,13 +83,19 @@ class Board:
     notes: list[str] = field(default_factory=list)
 
 
-def _reported(model_id: str) -> dict:
-    try:
-        from ..zoo import get_card
+def _reported(model: Mapping) -> dict:
+    """The published numbers of the result's model card: the card file the run used when it is still there
+    (a ``card.toml`` from ``rb-train`` carries those of the zoo card its recipe reproduces), else the zoo card
+    of that id."""
+    from ..zoo import get_card
 
-        return dict(get_card(model_id).reported)
-    except ValueError:
-        return {}
+    for name in (model.get("card"), model["id"]):
+        if name and (not str(name).endswith(".toml") or Path(name).is_file()):
+            try:
+                return dict(get_card(str(name)).reported)
+            except ValueError:
+                continue
+    return {}
 
 
 def _reported_rows(suite_id: str, metric: str, measured: set[str]) -> list[dict]:
@@ -131,7 +137,7 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False, reported: bo
     rows = []
     for d in results:
         a = d["aggregates"]
-        rep = _reported(d["model"]["id"])
+        rep = _reported(d["model"])
         row = {
             "model": d["model"]["id"], "architecture": d["model"].get("builder", d["model"].get("factory", "-")),
             "clean_error": _pct(a.get("clean_error")), "mean_corruption_error": _pct(a.get("mean_corruption_error")),
