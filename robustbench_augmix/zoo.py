@@ -191,6 +191,9 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
     if not card.has_weights:
         train = (f"train them with `rb-train --recipe {w['train_recipe']} --data PATH --out runs/{card.id}`, then "
                  f"`rb-eval --model runs/{card.id}/card.toml`; or " if w.get("train_recipe") else "")
+        if w.get("manual_url"):
+            train = (f"download {w.get('file', 'the file')} by hand from {w['manual_url']} (no checksum is published, "
+                     "so it is not fetched automatically; the result records its sha256) and ")
         raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): {train}"
                              "pass a state dict with --weights PATH")
     file = w.get("file") or (w["url"].rsplit("/", 1)[1] if w.get("url") else None)

@@ -172,3 +172,24 @@ def test_standard_recipes_differ_from_augmix_only_in_the_augmentation():
         s, a = load_recipe(std_name), load_recipe(aug_name)
         diff = {f.name for f in dataclasses.fields(s) if getattr(s, f.name) != getattr(a, f.name)}
         assert diff == {"id", "augmix", "jsd", "card"} and not s.augmix and not s.jsd
+
+
+def test_the_authors_imagenet_checkpoint_format_loads_safely(tmp_path, monkeypatch):
+    """The AugMix release's checkpoint.pth.tar (imagenet.py: epoch, model name, the DataParallel state dict,
+    best accuracy, optimiser state) loads with weights_only=True into the card's network; without it, the
+    error says where to fetch it by hand."""
+    from torchvision.models import resnet50
+
+    card = zoo.get_card("resnet50_augmix_authors")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(zoo.WeightsMissing, match=r"by hand from https://drive\.google\.com/.*--weights PATH"):
+        zoo.resolve_weights(card)
+    net = resnet50()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    ckpt = tmp_path / "checkpoint.pth.tar"
+    torch.save({"epoch": 179, "model": "resnet50", "best_acc1": 0.7753, "optimizer": opt.state_dict(),
+                "state_dict": torch.nn.DataParallel(net).state_dict()}, ckpt)
+    model, pre, info = zoo.load_model(card, weights=ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values(), strict=True))
+    assert info["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert card.reported["mce"] == 65.3 and card.reported["clean_error"] == 22.47

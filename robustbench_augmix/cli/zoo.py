@@ -36,8 +36,11 @@ def main(argv=None) -> int:
             r = c.reported
             ce = r.get("mce", r.get("mean_corruption_error"))
             file = c.weights.get("file")
-            state = ("cached" if file and (torch_hub_dir() / file).is_file() else "downloadable") if c.has_weights \
-                else ("rb-train" if c.weights.get("train_recipe") else "none")
+            if c.has_weights:
+                state = "cached" if file and (torch_hub_dir() / file).is_file() else "downloadable"
+            else:
+                w = c.weights
+                state = "rb-train" if w.get("train_recipe") else "by hand" if w.get("manual_url") else "none"
             t.add_row(c.id, c.dataset, c.builder, f"{c.params / 1e6:.1f}M",
                       "-" if r.get("clean_error") is None else f"{r['clean_error']:.1f}",
                       "-" if ce is None else f"{ce:.1f}" + (" mCE" if "mce" in r else ""), state)
