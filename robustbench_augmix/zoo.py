@@ -189,13 +189,18 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
                                  "pass --weights PATH")
         return _verify(card, card.local_weights)
     if not card.has_weights:
-        train = (f"train them with `rb-train --recipe {w['train_recipe']} --data PATH --out runs/{card.id}`, then "
-                 f"`rb-eval --model runs/{card.id}/card.toml`; or " if w.get("train_recipe") else "")
+        ways = []
         if w.get("manual_url"):
-            train = (f"download {w.get('file', 'the file')} by hand from {w['manual_url']} (no checksum is published, "
-                     "so it is not fetched automatically; the result records its sha256) and ")
-        raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): {train}"
-                             "pass a state dict with --weights PATH")
+            ways.append(f"download {w.get('file', 'the file')} by hand from {w['manual_url']} (no checksum is "
+                        "published, so it is not fetched automatically; the result records its sha256) and pass "
+                        "it with --weights PATH")
+        if w.get("train_recipe"):
+            ways.append(f"train them with `rb-train --recipe {w['train_recipe']} --data PATH --out runs/{card.id}`, "
+                        f"then `rb-eval --model runs/{card.id}/card.toml`")
+        if not w.get("manual_url"):
+            ways.append("pass a state dict with --weights PATH")
+        raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): "
+                             + "; or ".join(ways))
     file = w.get("file") or (w["url"].rsplit("/", 1)[1] if w.get("url") else None)
     cached = torch_hub_dir() / file if file else None
     if cached is not None and cached.is_file():
