@@ -140,7 +140,7 @@ def cards(pattern: str = "*", dataset: str | None = None) -> list[Card]:
 def get_card(name: str) -> Card:
     """A card by id, or from a ``card.toml`` path (e.g. one ``rb-train`` wrote)."""
     if name.endswith(".toml") and Path(name).expanduser().is_file():
-        path = Path(name).expanduser()
+        path = Path(name).expanduser().resolve()  # results record it; the leaderboard reads it from anywhere
         return parse_card(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
     if name not in _cards():
         import difflib
