@@ -468,7 +468,6 @@ class Trainer:
         write_card(self.out / "card.toml", card)
         return self.out / "card.toml"
 
-
     def _reproduces(self):
         """``(zoo card, "")`` when this run followed its recipe's card unchanged, else ``(None, why)``."""
         if not self.r.card:

@@ -70,6 +70,13 @@ class Card:
         return bool(self.weights.get("url") or self.weights.get("hf_hub_id") or self.weights.get("path"))
 
     @property
+    def train_command(self) -> str | None:
+        """How to produce the weights of a card that names an ``rb-train`` recipe (``[weights] train_recipe``)."""
+        r = self.weights.get("train_recipe")
+        return (f"rb-train --recipe {r} --data PATH --out runs/{self.id}, then rb-eval --model "
+                f"runs/{self.id}/card.toml") if r else None
+
+    @property
     def local_weights(self) -> Path | None:
         """``[weights] path`` (relative to the card's folder), as ``rb-train`` writes it."""
         if not self.weights.get("path"):
@@ -194,9 +201,8 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
             ways.append(f"download {w.get('file', 'the file')} by hand from {w['manual_url']} (no checksum is "
                         "published, so it is not fetched automatically; the result records its sha256) and pass "
                         "it with --weights PATH")
-        if w.get("train_recipe"):
-            ways.append(f"train them with `rb-train --recipe {w['train_recipe']} --data PATH --out runs/{card.id}`, "
-                        f"then `rb-eval --model runs/{card.id}/card.toml`")
+        if card.train_command:
+            ways.append(f"train them: {card.train_command}")
         if not w.get("manual_url"):
             ways.append("pass a state dict with --weights PATH")
         raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): "

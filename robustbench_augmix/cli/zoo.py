@@ -62,9 +62,8 @@ def main(argv=None) -> int:
             out.print(f"  [{sec}]", markup=False, highlight=False)
             for k, v in getattr(card, sec).items():
                 out.print(f"    {k}: {v}", markup=False)
-        if card.weights.get("train_recipe"):
-            out.print(f"  to produce the weights: rb-train --recipe {card.weights['train_recipe']} --data PATH "
-                      f"--out runs/{card.id}, then rb-eval --model runs/{card.id}/card.toml", markup=False)
+        if card.train_command:
+            out.print(f"  to produce the weights: {card.train_command}", markup=False)
         return 0
     try:
         path = resolve_weights(card)
