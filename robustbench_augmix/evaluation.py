@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from . import metrics
 from ._alloc import release_free_memory
 from .corruptions import REGISTRY, corrupt_levels, load_suite
+from .corruptions._ops import levels_to_float
 from .corruptions.digital import jpeg_roundtrip_levels
 from .corruptions.suites import SEVERITIES, Suite
 from .data.sources import (
@@ -92,6 +93,13 @@ class Preprocess:
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _short(v) -> str:
+    """A value of a run's identity for an error message: long hashes cut to 12 characters."""
+    if isinstance(v, str) and len(v) > 16:
+        return v[:12] + "..."
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -290,9 +298,13 @@ class Evaluation:
             old = json.loads(path.read_text())
             if old != ident:
                 diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+                shown = "; ".join(f"{k}: {_short(old.get(k))} there, {_short(ident.get(k))} now" for k in diff)
+                hint = (" The model's weights differ (sha256 of its state dict): a factory that builds untrained"
+                        " or randomly initialised weights must seed them (torch.manual_seed) to resume."
+                        if "model" in diff else "")
                 raise CacheMismatch(
-                    f"{d} holds cells of a different run (differs in: {', '.join(diff)}). Its numbers cannot be "
-                    "mixed with this run's: pass another --out or --name, or delete that folder to start over."
+                    f"{d} holds cells of a different run ({shown}).{hint} Its numbers cannot be mixed with "
+                    "this run's: pass another --out or --name, or delete that folder to start over."
                 )
         elif self.rank == 0:
             _json_dump(path, ident)
@@ -331,7 +343,8 @@ class Evaluation:
         if self.storage_jpeg:
             q = self.suite.jpeg_quality or 85
             y = jpeg_roundtrip_levels(y, q)
-        return y.float() / 255
+        # The kernels return contiguous NCHW levels, so the piecewise conversion keeps their layout.
+        return levels_to_float(y)
 
     @torch.inference_mode()
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:

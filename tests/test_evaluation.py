@@ -184,12 +184,12 @@ def test_killed_run_resumes_to_the_same_result(cifar_eval, tmp_path, monkeypatch
     assert _strip(resumed.data) == _strip(full.data)
 
     # A different seed, model or suite table under the same name is refused, not mixed in.
-    with pytest.raises(CacheMismatch, match="seed"):
+    with pytest.raises(CacheMismatch, match="seed: 0 there, 1 now"):
         Evaluation(model, Config(suite="cifar10-c", data=str(root), name="killed", seed=1, **kw)).run()
     other = torch.nn.Sequential(*model)
     with torch.no_grad():
         other[-1].bias.add_(1)
-    with pytest.raises(CacheMismatch, match="model"):
+    with pytest.raises(CacheMismatch, match=r"model: [0-9a-f]{12}\.\.\. there.*must seed them"):
         Evaluation(other, Config(suite="cifar10-c", data=str(root), name="killed", **kw),
                    preprocess=model.rba_preprocess).run()
 
