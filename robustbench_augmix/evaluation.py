@@ -382,8 +382,6 @@ class Evaluation:
             for f in FIELDS:
                 parts[cell][f].append(stats[f])
             advance(cell[0], len(stats["correct"]))
-            if self.device.type == "cpu":
-                release_free_memory()
 
         on_clean = [cell for cell in pending if cell == CLEAN or self.source_kind == "generate"]
         if on_clean:
@@ -423,6 +421,8 @@ class Evaluation:
                 if not todo[k]:
                     continue
                 new = self._run_chunk(k, chunks[k], todo[k], advance)
+                if self.device.type == "cpu":
+                    release_free_memory()  # once per chunk: memory stays flat, batches reuse mapped pages
                 cached[k].update(new)
                 if self.cache_dir is not None:
                     self._save_chunk(k, cached[k])

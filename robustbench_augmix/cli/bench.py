@@ -164,14 +164,15 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = ap.parse_args(argv)
     err = Console(stderr=True)
+    from .._alloc import keep_freed_memory
+
+    keep_freed_memory()  # as rb-corrupt, rb-eval and rb-train run
     if args.what == "eval":
         return _main_eval(args, err)
     if args.what == "train":
         return _main_train(args, err)
-    from .._alloc import keep_freed_memory
     from ..bench import bench_corruptions
 
-    keep_freed_memory()  # as rb-corrupt runs the kernels
     try:
         rows = bench_corruptions(sizes=[int(s) for s in args.sizes.split(",")], device=args.device,
                                  names=args.corruptions.split(",") if args.corruptions else None,

@@ -150,11 +150,13 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
+    from .._alloc import keep_freed_memory
     from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir
     from ..data.sources import SourceImageError
     from ..evaluation import Config, Evaluation, EvaluationError
     from ..models import ModelError
 
+    keep_freed_memory()  # activations and kernels reuse mapped pages (robustbench_augmix/_alloc.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.frost_dir:

@@ -64,6 +64,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True)
     from .. import train as T
+    from .._alloc import keep_freed_memory
+
+    keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
     if args.list:
         for name in T.recipes():
