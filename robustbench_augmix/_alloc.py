@@ -7,11 +7,12 @@ freed memory there; ``rb-corrupt``, ``rb-eval``, ``rb-train`` and ``rb-bench`` c
 
 - Corruption generation: 20-35 % faster over the 15 corruptions at 224 px on the 2-core development
   VM, for about 0.15 GB more resident memory.
-- Evaluation (CIFAR ResNet-18, 400 images x 76 cells, batch 200, 2 cores): 240 s -> 165 s, system time
-  117 s -> 2 s, 49 M -> 0.4 M page faults, peak RSS 1.20 -> 1.38 GB. Activations and corruption buffers
-  of changing sizes fragment the heap (a full CIFAR-10-C run once grew from 0.9 to 2.3 GB), so the
-  evaluation hands free pages back (:func:`release_free_memory`) once per chunk of images, not after
-  every batch: trimming per batch undid the gain (every batch faulted its pages in again).
+- Evaluation (CIFAR ResNet-18, 400 images x 76 cells, batch 200, 2 cores): 240 s -> 162 s, system time
+  117 s -> 4 s, 49 M -> 0.5 M page faults, peak RSS 1.20 -> 1.40 GB; at 224 px 1.6x faster
+  (``benchmarks/eval_allocator.py``, figures in docs/performance.md). Activations and corruption
+  buffers of changing sizes fragment the heap (3.3 GB over a chunk of 2,000 images untrimmed), so the
+  evaluation hands free pages back (:func:`release_free_memory`) every 64 forward passes (1.9 GB):
+  trimming after every pass undid most of the gain (each pass faulted its pages in again).
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ from .generate import _json_dump, atomic_write, versions
 SCHEMA = "robustbench-augmix/results/1"
 CLEAN: tuple[str, int] = ("clean", 0)
 FIELDS = ("correct", "correct5", "confidence", "nll")
+# Forward passes between two trims of the heap on the CPU: often enough to keep memory flat, rarely
+# enough that batches reuse pages already mapped (measured in robustbench_augmix/_alloc.py).
+TRIM_EVERY = 64
 # The calibration error is not linear in the per-image outcomes: each replicate re-bins the pooled
 # corrupted set (750k samples for CIFAR-10-C), so its interval uses the first 200 replicates only.
 CALIBRATION_REPLICATES = 200
@@ -202,6 +205,7 @@ class Evaluation:
             raise EvaluationError("under torchrun, pass --out: the ranks exchange their chunks through it")
         self.name = cfg.name or f"{_safe_name(self.model_info['id'])}__{self.suite.id}"
         self._num_classes_checked = False
+        self._passes = 0  # forward passes so far (the heap is trimmed every TRIM_EVERY on the CPU)
 
     # ------------------------------------------------------------------ data
     def _open_data(self) -> None:
@@ -382,6 +386,9 @@ class Evaluation:
             for f in FIELDS:
                 parts[cell][f].append(stats[f])
             advance(cell[0], len(stats["correct"]))
+            self._passes += 1
+            if self.device.type == "cpu" and self._passes % TRIM_EVERY == 0:
+                release_free_memory()
 
         on_clean = [cell for cell in pending if cell == CLEAN or self.source_kind == "generate"]
         if on_clean:
@@ -421,8 +428,6 @@ class Evaluation:
                 if not todo[k]:
                     continue
                 new = self._run_chunk(k, chunks[k], todo[k], advance)
-                if self.device.type == "cpu":
-                    release_free_memory()  # once per chunk: memory stays flat, batches reuse mapped pages
                 cached[k].update(new)
                 if self.cache_dir is not None:
                     self._save_chunk(k, cached[k])
