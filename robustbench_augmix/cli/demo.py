@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     console = Console(stderr=True)
     from .. import demo
+    from .._alloc import keep_freed_memory
+
+    keep_freed_memory()  # training and evaluation reuse mapped pages (robustbench_augmix/_alloc.py)
 
     try:
         cfg = demo.DemoConfig(out=args.out, seeds=_ints(args.seeds), epochs=args.epochs, train_limit=args.train_limit,
