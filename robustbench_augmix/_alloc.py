@@ -3,7 +3,8 @@
 By default glibc maps every buffer above its mmap threshold (128 KB, growing to at most 32 MB) afresh
 and unmaps it on free, so each pass of a kernel, and each forward pass, page-faults its large
 temporaries and activations in again. :func:`keep_freed_memory` serves them from the heap and keeps
-freed memory there; ``rb-corrupt``, ``rb-eval``, ``rb-train`` and ``rb-bench`` call it at start.
+freed memory there; ``rb-corrupt``, ``rb-eval``, ``rb-train``, ``rb-demo`` and ``rb-bench`` call it at
+start.
 
 - Corruption generation: 20-35 % faster over the 15 corruptions at 224 px on the 2-core development
   VM, for about 0.15 GB more resident memory.
