@@ -5,6 +5,9 @@ The ResNet-18 is torchvision's resnet18 with a 3x3 stride-1 stem and no max-pool
 the measured full CIFAR-10-C wall time of WRN-40-2 to a ResNet-18-sized model (docs/performance.md).
 
     python benchmarks/cifar_resnet18_vs_wrn40_2.py [--batch 200] [--rounds 4]
+
+``build`` is the same network for ``rb-eval --model benchmarks/cifar_resnet18_vs_wrn40_2.py:build``, as the
+full-suite wall time in docs/performance.md was measured.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 import torch
 import torchvision
 
+from robustbench_augmix import Preprocess
 from robustbench_augmix.models.cifar import wrn40_2
 
 
@@ -22,6 +26,15 @@ def cifar_resnet18(num_classes: int = 10) -> torch.nn.Module:
     m = torchvision.models.resnet18(num_classes=num_classes)
     m.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     m.maxpool = torch.nn.Identity()
+    return m
+
+
+def build() -> torch.nn.Module:
+    """``cifar_resnet18`` with seeded (untrained) weights, so that a stopped ``rb-eval`` run resumes; the
+    wall time does not depend on the weights."""
+    torch.manual_seed(0)
+    m = cifar_resnet18()
+    m.rba_preprocess = Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3)
     return m
 
 
