@@ -9,7 +9,8 @@ model and cells:
 - ``keep-trim-64``: kept, trimmed every 64 passes (what ``rb-eval`` does now);
 - ``keep-trim-never``: kept, never trimmed within the run.
 
-    python benchmarks/eval_allocator.py --model r18.py:build --data c10k10 --limit 400 --batch-size 200
+    python benchmarks/eval_allocator.py --model benchmarks/cifar_resnet18_vs_wrn40_2.py:build \
+        --data CIFAR_DIR --limit 400 --batch-size 200
 
 The arguments after the options go to ``rb-eval`` unchanged (``--suite``, ``--corruptions`` ...).
 """
