@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from .corruptions import REGISTRY, apply, apply_levels, load_suite
+from .corruptions import apply, apply_levels, load_suite
 from .corruptions._rng import image_seed
 
 
@@ -54,7 +54,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
 
         ref = load_reference()
     s = load_suite(suite)
-    names = names or [n for n in s.names(extra=True) if n in REGISTRY]
+    names = names or s.names(extra=True)
     rows = []
     for size in sizes:
         b = batch or (64 if size >= 128 else 512)
@@ -106,13 +106,12 @@ def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=N
     from .evaluation import Config, Evaluation
 
     s = load_suite(suite)
-    names = names or [n for n in s.names() if n in REGISTRY]
+    names = names or s.names()
     imgs = _photos(s.image_size, images)
     ev = Evaluation(model, Config(suite=suite, data=ArraySource(imgs, np.zeros(images, np.int64)), device=device,
                                   batch_size=batch, amp=amp, channels_last=channels_last, progress=False, n_boot=0),
                     preprocess)
-    ev.num_classes = None
-    ev._num_classes_checked = True  # synthetic labels: the model's head size does not matter here
+    ev.check_num_classes = False  # synthetic labels: the model's head size does not matter here
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     batches = [torch.from_numpy(imgs[a : a + batch]).to(device).permute(0, 3, 1, 2)  # uint8, as the engine's
                for a in range(0, images, batch)]
@@ -120,21 +119,21 @@ def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=N
     y = [torch.zeros(len(i), dtype=torch.long) for i in idx]
     rows = []
     for name in names:
-        ready = [ev._corrupt(x, name, severity, i) for x, i in zip(batches, idx, strict=True)]
+        ready = [ev.corrupt(x, name, severity, i) for x, i in zip(batches, idx, strict=True)]
 
         def infer(ready=ready):
             for x, t in zip(ready, y, strict=True):
-                ev._forward(x, t)
+                ev.forward(x, t)
             sync()
 
         def fly(name=name):
             for x, i, t in zip(batches, idx, y, strict=True):
-                ev._forward(ev._corrupt(x, name, severity, i), t)
+                ev.forward(ev.corrupt(x, name, severity, i), t)
             sync()
 
         def corrupt_only(name=name):
             for x, i in zip(batches, idx, strict=True):
-                ev._corrupt(x, name, severity, i)
+                ev.corrupt(x, name, severity, i)
             sync()
 
         # Interleaved rounds, best of each: machine noise hits all three alike.
@@ -171,7 +170,7 @@ def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128, d
     from .data.sources import ArraySource
     from .data.training import TrainSet
     from .models import build
-    from .train import _preprocess
+    from .train import pil_to_normalised
 
     dev = torch.device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -179,7 +178,7 @@ def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128, d
     src = ArraySource(_photos(size, batch), np.zeros(batch, np.int64))
     transform = "pad_crop_flip" if size <= 64 else "resized_crop_flip"
     kw = {"seed": 0, "severity": severity}
-    per_image = AugMixDataset(TrainSet(src, transform, size), _preprocess(mean, std), **kw)
+    per_image = AugMixDataset(TrainSet(src, transform, size), pil_to_normalised(mean, std), **kw)
     batched = AugMixDataset(TrainSet(src, transform, size), batched=True, **kw)
     collate = torch.utils.data.default_collate
 

@@ -11,7 +11,6 @@ Nothing is downloaded; the frost textures come from the installed reference pack
 
 from __future__ import annotations
 
-import pickle
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,14 +37,11 @@ class DemoConfig:
 
 def write_test_split(root: Path, limit: int | None = None) -> Path:
     """The digits test split as ``cifar-10-batches-py/test_batch`` (torchvision's pickle layout)."""
+    from .data.sources import write_cifar
+
     test = digits("test")
-    imgs, labels = test.images[:limit], test.labels[:limit]
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True, exist_ok=True)
-    with open(d / "test_batch", "wb") as f:
-        pickle.dump({b"data": imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1), b"labels": labels.tolist(),
-                     b"batch_label": b"digits test (robustbench-augmix demo)"}, f)
-    return root
+    return write_cifar(root, test.images[:limit], test.labels[:limit],
+                       batch_label=b"digits test (robustbench-augmix demo)")
 
 
 def run(cfg: DemoConfig, console=None) -> dict:

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .corruptions import REGISTRY, FrostTexturesMissing, corrupt, load_suite
-from .data.sources import preprocess
+from .corruptions import FrostTexturesMissing, corrupt, load_suite
+from .data.sources import fit_to_suite
 
 
 def default_image() -> Image.Image:
@@ -21,16 +21,13 @@ def make_gallery(image: Image.Image | None = None, suite: str = "imagenet-c", se
                  extra: bool = True, tile: int | None = None) -> tuple[Image.Image, list[str]]:
     """Rows: corruptions; columns: clean, severities 1..5. Returns the picture and notes on rows left out."""
     s = load_suite(suite)
-    img = preprocess((image or default_image()).convert("RGB"), s.image_size, resize_crop=True)
+    img = fit_to_suite((image or default_image()).convert("RGB"), s.image_size, resize_crop=True)
     x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255
     size = tile or max(s.image_size, 128)
     label_w, pad = 150, 4
     names = s.names(extra=extra)
     rows, notes = [], []
     for name in names:
-        if name not in REGISTRY:
-            notes.append(f"{name}: no kernel yet")
-            continue
         try:
             outs = [corrupt(x, name, sev, suite=suite, seed=seed)[0] for sev in range(1, 6)]
         except FrostTexturesMissing as e:

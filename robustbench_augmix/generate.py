@@ -14,11 +14,7 @@ produce the same files as one process, since every image's randomness is keyed o
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .corruptions import REGISTRY, corrupt_levels, load_suite
+from ._common import RBAError, atomic_write, json_dump, save_npy, sha256_file, versions
+from .corruptions import check_corruption, corrupt_levels, load_suite, rng_device
 from .data.sources import SourceImageError, open_source
 
 STATE_DIR = ".rba"
 
 
-class RunConfigMismatch(ValueError):
-    pass
+class RunConfigMismatch(RBAError, ValueError):
+    """``--out`` holds files of a different run."""
 
 
 @dataclass
@@ -54,50 +51,6 @@ class Plan:
     skipped: list[str] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp_path)`` into the same folder, then rename onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a finished file gets the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    """``np.save`` through a closed-before-rename file handle (used with :func:`atomic_write`)."""
-    with open(path, "wb") as f:
-        np.save(f, arr)
-
-
-def _json_dump(path: Path, obj) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True)))
-
-
-def versions() -> dict[str, str]:
-    import PIL
-    import torchvision
-
-    from . import __version__
-
-    return {"robustbench_augmix": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
-
-
 class Generator:
     """Runs a :class:`Plan`; ``progress(n_images)`` is called as images are finished."""
 
@@ -108,10 +61,7 @@ class Generator:
         self.out = Path(plan.out).expanduser()
         self.progress = progress or (lambda n: None)
         for c in plan.corruptions:
-            if c not in self.suite.corruptions:
-                raise ValueError(f"unknown corruption {c!r} for {self.suite.id}")
-            if c not in REGISTRY:
-                raise NotImplementedError(f"{c!r} has no kernel in this version yet; leave it out with --corruptions")
+            check_corruption(c, self.suite)
         self.n = len(self.source) if plan.limit is None else min(plan.limit, len(self.source))
 
     # ---------------------------------------------------------------- run identity and resumption
@@ -119,7 +69,7 @@ class Generator:
         p = self.plan
         return {"suite": self.suite.id, "table_hash": self.suite.table_hash, "seed": p.seed,
                 "severities": list(p.severities), "layout": self.suite.layout, "images": self.n,
-                "jpeg_quality": self.suite.jpeg_quality}
+                "jpeg_quality": self.suite.jpeg_quality, "rng_device": rng_device(p.device)}
 
     def _check_config(self) -> None:
         path = self.out / STATE_DIR / "run.json"
@@ -133,7 +83,7 @@ class Generator:
                     "use another --out, or delete that folder to start over"
                 )
         else:
-            _json_dump(path, cfg)
+            json_dump(path, cfg)
 
     def units(self) -> list[tuple[str, int | None]]:
         if self.suite.layout == "npy":
@@ -174,14 +124,14 @@ class Generator:
                 idx = list(range(a, min(a + bs, n)))
                 arr[si * n + a : si * n + idx[-1] + 1] = self._corrupt(self.source.images[idx], idx, c, s)
                 self.progress(len(idx))
-        atomic_write(target, lambda p: _save_npy(p, arr))
-        return {target.name: _sha256(target)}
+        atomic_write(target, lambda p: save_npy(p, arr))
+        return {target.name: sha256_file(target)}
 
     def _write_labels(self) -> None:
         target = self.out / "labels.npy"
         labels = np.tile(self.source.labels[: self.n], len(self.plan.severities)).astype(np.uint8)
         if not target.exists():
-            atomic_write(target, lambda p: _save_npy(p, labels))
+            atomic_write(target, lambda p: save_npy(p, labels))
 
     def _jpeg_path(self, c: str, s: int, i: int) -> Path:
         rel = Path(self.source.relpath(i))
@@ -208,7 +158,7 @@ class Generator:
         for i in range(self.n):
             p = self._jpeg_path(c, s, i)
             if p.exists():
-                files[str(p.relative_to(self.out))] = _sha256(p)
+                files[str(p.relative_to(self.out))] = sha256_file(p)
         return files
 
     # ---------------------------------------------------------------- driver
@@ -238,7 +188,7 @@ class Generator:
                 continue
             files = self._run_npy_unit(c) if s is None else self._run_folder_unit(c, s)
             if files:
-                _json_dump(marker, files)
+                json_dump(marker, files)
             done += 1
         if self.suite.layout == "npy":
             self._write_labels()
@@ -254,10 +204,10 @@ class Generator:
         for m in markers:
             files.update(json.loads(m.read_text()))
         if (self.out / "labels.npy").exists():
-            files["labels.npy"] = _sha256(self.out / "labels.npy")
+            files["labels.npy"] = sha256_file(self.out / "labels.npy")
         manifest = {"schema": 1, **self.config(), "corruptions": list(self.plan.corruptions),
                     "generator": self.suite.generator, "source": str(Path(self.plan.data).expanduser()),
                     "versions": versions(), "files": dict(sorted(files.items()))}
         path = self.out / "manifest.json"
-        _json_dump(path, manifest)
+        json_dump(path, manifest)
         return path

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import importlib.resources
 import io
 import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,15 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._common import atomic_write, dist_info, key_hash, sha256_file, tomllib, versions
 from .augmix import AugMixDataset, jsd_loss
 from .augmix.batched import augmix_batch
 from .data.training import TrainSet, digits, open_train_set
-from .generate import _sha256, atomic_write, versions
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.csv"
@@ -143,16 +135,6 @@ def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _key(*parts) -> int:
-    return int.from_bytes(hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest(), "little")
-
-
-def _dist() -> tuple[int, int, int]:
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
-        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    return 0, 1, 0
-
-
 class _EpochSampler(torch.utils.data.Sampler):
     """This rank's share of epoch ``e``'s permutation: ``perm(seed, e)[rank::world]``."""
 
@@ -160,14 +142,15 @@ class _EpochSampler(torch.utils.data.Sampler):
         self.n, self.seed, self.rank, self.world, self.epoch = n, seed, rank, world, 0
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(_key("rba/v1/shuffle", self.seed, self.epoch))
+        g = torch.Generator().manual_seed(key_hash("rba/v1/shuffle", self.seed, self.epoch))
         return iter(torch.randperm(self.n, generator=g)[self.rank::self.world].tolist())
 
     def __len__(self) -> int:
         return len(range(self.rank, self.n, self.world))
 
 
-def _preprocess(mean, std) -> Callable:
+def pil_to_normalised(mean, std) -> Callable:
+    """PIL image -> float (3, H, W) tensor, normalised: the per-image AugMix path's ``preprocess``."""
     import torchvision.transforms as T
 
     return T.Compose([T.ToTensor(), T.Normalize(list(mean), list(std))])
@@ -224,7 +207,7 @@ class Trainer:
 
         self.r, self.cfg = recipe, config
         self.out = Path(config.out).expanduser()
-        self.rank, self.world, local = _dist()
+        self.rank, self.world, local = dist_info()
         dev = config.device
         if dev == "cuda" and self.world > 1:
             dev = f"cuda:{local}"
@@ -245,7 +228,7 @@ class Trainer:
                    ArraySource(src.images[:config.limit], src.labels[:config.limit], getattr(src, "classes", None)))
         self.num_classes = int(np.max(src.labels)) + 1 if not getattr(src, "classes", None) else len(src.classes)
         base = TrainSet(src, recipe.transform, recipe.input_size, seed=config.seed)
-        self.pre = _preprocess(recipe.mean, recipe.std)
+        self.pre = pil_to_normalised(recipe.mean, recipe.std)
         self.ds = AugMixDataset(base, self.pre, seed=config.seed, severity=recipe.severity, width=recipe.width,
                                 depth=recipe.depth, alpha=recipe.alpha, all_ops=recipe.all_ops, jsd=recipe.jsd,
                                 augmix=recipe.augmix, batched=self.batched)
@@ -255,7 +238,7 @@ class Trainer:
                                                   pin_memory=self.device.type == "cuda")
         self.test_set = test_set if test_set is not None else self._default_test_set()
 
-        torch.manual_seed(_key("rba/v1/init", config.seed))
+        torch.manual_seed(key_hash("rba/v1/init", config.seed))
         self.model = build(recipe.arch, num_classes=self.num_classes).to(self.device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -336,7 +319,7 @@ class Trainer:
         self.net.train()
         self.ds.set_epoch(self.epoch)
         self.sampler.epoch = self.epoch
-        torch.manual_seed(_key("rba/v1/torch", self.cfg.seed, self.epoch, self.rank))
+        torch.manual_seed(key_hash("rba/v1/torch", self.cfg.seed, self.epoch, self.rank))
         steps = len(self.loader)
         tot = torch.zeros(3, dtype=torch.float64, device=dev)  # loss sum, wrong, count
         t0, seen, shown, every = time.perf_counter(), 0, 0, max(1, steps // 100)
@@ -448,7 +431,7 @@ class Trainer:
             "dataset": self.r.dataset, "num_classes": self.num_classes, "builder": self.r.arch,
             "params": sum(p.numel() for p in self.model.parameters()),
             "note": f"Trained with rb-train on {time.strftime('%Y-%m-%d')}.",
-            "weights": {"path": weights.name, "sha256": _sha256(weights), "licence": "the trainer's own",
+            "weights": {"path": weights.name, "sha256": sha256_file(weights), "licence": "the trainer's own",
                         "origin": f"rb-train --recipe {self.r.id} (seed {self.cfg.seed})"},
             "preprocess": {"input_size": self.r.input_size, "interpolation": "bilinear", "mean": list(self.r.mean),
                            "std": list(self.r.std)},

@@ -11,28 +11,21 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import importlib.resources
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .generate import _sha256
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ._common import RBAError, package_tables, sha256_file, tomllib
 
 REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
             "reported")
 DATASETS = ("imagenet", "cifar10", "cifar100", "tinyimagenet", "digits")
 
 
-class WeightsMissing(FileNotFoundError):
+class WeightsMissing(RBAError, FileNotFoundError):
     """A card's weights are neither given, cached, nor downloadable here."""
 
 
@@ -86,10 +79,7 @@ class Card:
 
 
 def _card_files() -> dict[str, Any]:
-    checkout = Path(__file__).resolve().parents[1] / "zoo"
-    root: Any = checkout if checkout.is_dir() and any(checkout.glob("*.toml")) else \
-        importlib.resources.files("robustbench_augmix._zoo")
-    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    return package_tables("zoo", "robustbench_augmix._zoo")
 
 
 def parse_card(raw: Mapping[str, Any], where: str) -> Card:
@@ -168,10 +158,10 @@ def torch_hub_dir() -> Path:
 def _verify(card: Card, path: Path) -> Path:
     digest = None
     if card.weights.get("sha256"):
-        digest = _sha256(path)
+        digest = sha256_file(path)
         ok = digest == card.weights["sha256"]
     elif card.weights.get("sha256_prefix"):
-        digest = _sha256(path)
+        digest = sha256_file(path)
         ok = digest.startswith(card.weights["sha256_prefix"])
     else:
         ok = True
@@ -251,16 +241,100 @@ def load_model(name: str | Card, weights: str | os.PathLike | None = None, trust
                download: bool = True):
     """``(model, preprocess, info)`` for a card: the architecture, its weights loaded safely, and the
     preprocessing the card declares (normalisation; resizing only when the input size differs)."""
-    from .evaluation import Preprocess
     from .models import build, load_weights
+    from .preprocess import resolve_preprocess
 
     card = name if isinstance(name, Card) else get_card(name)
     model = build(card.builder, num_classes=card.num_classes, **dict(card.builder_args))
     path = resolve_weights(card, weights, download)
     load_weights(model, path, trust)
-    pre = card.preprocess
-    preprocess = Preprocess(mean=tuple(pre["mean"]), std=tuple(pre["std"]),
-                            interpolation=pre.get("interpolation", "bilinear"))
     info = {"id": card.id, "card": card.path, "builder": card.builder, "weights": str(path),
-            "weights_sha256": _sha256(path)}
-    return model, preprocess, info
+            "weights_sha256": sha256_file(path)}
+    return model, resolve_preprocess(card), info
+
+
+def _is_factory(spec) -> bool:
+    return isinstance(spec, str) and spec.rpartition(":")[0].endswith(".py")
+
+
+def resolve_model(model=None, *, suite, weights=None, checkpoint=None, arch: str | None = None,
+                  num_classes: int | None = None, trust: bool = False, download: bool = True,
+                  mean=None, std=None, input_size: int | None = None, random_weights: bool = False):
+    """``(module, Preprocess, provenance)`` for every way of naming a model; ``rb-eval``, ``rb-train --eval``,
+    ``rb-bench eval`` and :func:`~robustbench_augmix.evaluate` callers all come through here.
+
+    Args:
+        model: a zoo card id, a :class:`Card`, a ``card.toml`` path, ``path/to/file.py:factory`` (a callable
+            returning an ``nn.Module``), or an ``nn.Module``; None with ``arch``.
+        suite: the suite id or :class:`~robustbench_augmix.corruptions.Suite` it will be evaluated on: a card
+            must be of its dataset, and ``arch`` gets its class count (``Suite.num_classes``) by default.
+        weights, checkpoint: the weights file (a card's ``--weights``; a factory's or ``arch``'s checkpoint).
+        arch: ``timm:NAME`` / ``torchvision:NAME`` / ``cifar:NAME``, built and loaded from ``checkpoint``.
+        trust: allow a full-pickle checkpoint (it can run code).
+        mean, std, input_size: override the derived preprocessing (resize + centre crop to ``input_size``).
+        random_weights: build ``arch`` without a checkpoint (``rb-bench eval`` times a model's speed only).
+
+    Returns:
+        The module, its :class:`~robustbench_augmix.preprocess.Preprocess` and a provenance dict (id, card or
+        factory or builder, the sha256 of every file read) that the results record.
+    """
+    import dataclasses
+
+    import torch
+
+    from .corruptions import load_suite
+    from .models import ModelError, build, load_factory, load_weights
+    from .preprocess import resolve_preprocess
+
+    suite = load_suite(suite) if isinstance(suite, str) else suite
+    if model is not None and arch:
+        raise ModelError("pass either --model or --arch with --checkpoint, not both")
+    ckpt = weights or checkpoint
+    if isinstance(model, Card) or (isinstance(model, str) and not _is_factory(model)):
+        card = model if isinstance(model, Card) else get_card(model)
+        if card.dataset != suite.dataset:
+            raise ModelError(f"card {card.id} is a {card.dataset} model; {suite.id} needs one trained on "
+                             f"{suite.dataset}")
+        try:
+            module, pre, info = load_model(card, ckpt, trust, download)
+        except WeightsMissing as e:
+            raise ModelError(str(e)) from None
+    elif isinstance(model, torch.nn.Module) or _is_factory(model):
+        if isinstance(model, torch.nn.Module):
+            module, info = model, {"id": type(model).__name__}
+        else:
+            module = load_factory(model)
+            file = Path(model.rpartition(":")[0]).expanduser()
+            info = {"id": f"{file.stem}.{model.rpartition(':')[2]}", "factory": model,
+                    "factory_sha256": sha256_file(file)}
+        pre = resolve_preprocess(module)
+        if checkpoint:
+            load_weights(module, checkpoint, trust)
+            info.update(_checkpoint_provenance(checkpoint))
+    elif arch:
+        if not checkpoint and not random_weights:
+            raise ModelError(f"--arch {arch} needs --checkpoint with its weights")
+        module = build(arch, num_classes=num_classes or suite.num_classes)
+        if checkpoint:
+            load_weights(module, checkpoint, trust)
+            info = {"id": Path(checkpoint).stem, "builder": arch, **_checkpoint_provenance(checkpoint)}
+        else:
+            info = {"id": arch.partition(":")[2], "builder": arch, "weights": "random"}
+        pre = resolve_preprocess(arch, model=module, image_size=suite.image_size)
+    else:
+        raise ModelError("name a model: --model (a zoo card, card.toml or path/to/file.py:factory), or "
+                         "--checkpoint PATH --arch timm:NAME")
+    pre = dataclasses.replace(pre, **{k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v is not None})
+    if input_size:
+        pre = dataclasses.replace(pre, resize=input_size, crop=input_size)
+    return module, pre, info
+
+
+def _checkpoint_provenance(path) -> dict:
+    p = Path(path).expanduser()
+    return {"checkpoint": str(p.resolve()), "checkpoint_sha256": sha256_file(p)}
+
+
+def model_classes(info) -> list[str] | None:
+    """The class names of a resolved model's outputs, where its card declares them (else None)."""
+    return get_card(info["card"]).class_names() if info.get("card") else None

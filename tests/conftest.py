@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -58,14 +57,9 @@ def reference():
 
 def write_cifar(root: Path, imgs: np.ndarray, labels, dataset: str = "cifar10") -> Path:
     """Write uint8 (N, 32, 32, 3) images as the CIFAR test split in torchvision's python-pickle layout."""
-    sub, fname, key = {"cifar10": ("cifar-10-batches-py", "test_batch", b"labels"),
-                       "cifar100": ("cifar-100-python", "test", b"fine_labels")}[dataset]
-    d = root / sub
-    d.mkdir(parents=True, exist_ok=True)
-    data = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1)
-    with open(d / fname, "wb") as f:
-        pickle.dump({b"data": data, key: [int(v) for v in labels], b"batch_label": b"test"}, f)
-    return root
+    from robustbench_augmix.data.sources import write_cifar as write
+
+    return write(root, imgs, labels, dataset)
 
 
 @pytest.fixture

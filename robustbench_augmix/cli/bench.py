@@ -76,16 +76,16 @@ def _eval_table(res: dict, md: bool):
 
 
 def _main_eval(args, err: Console) -> int:
+    from .._common import RBAError
     from ..bench import bench_eval
     from ..corruptions import load_suite
-    from ..models import ModelError, build, default_preprocess
+    from ..zoo import resolve_model
 
     try:
         suite = load_suite(args.suite)
-        nc = {"cifar10": 10, "cifar100": 100}.get(suite.meta.get("dataset"), 1000)
-        model = build(args.model, num_classes=nc)
-        pre = default_preprocess(args.model, model, suite.image_size)
-    except (ModelError, ValueError) as e:
+        # Random weights: the benchmark times the model, whatever it has learnt.
+        model, pre, _ = resolve_model(arch=args.model, suite=suite, random_weights=True)
+    except (RBAError, ValueError) as e:
         err.print(f"[red]rb-bench:[/] {e}")
         return 2
     res = bench_eval(model, suite.id, preprocess=pre, images=args.images, batch=args.batch or 128,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -82,61 +81,13 @@ def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
 
 
 def build_model(args, suite):
-    """The model, its preprocessing and its provenance from the CLI arguments; ``--mean``, ``--std`` and
-    ``--input-size`` override the preprocessing of every kind of model, zoo cards included."""
-    from dataclasses import replace
+    """The model, its preprocessing and its provenance from the CLI arguments (:func:`zoo.resolve_model`);
+    ``--mean``, ``--std`` and ``--input-size`` override the preprocessing of every kind of model."""
+    from ..zoo import resolve_model
 
-    model, pre, info = _model(args, suite)
-    mean, std = _floats(args.mean, "mean"), _floats(args.std, "std")
-    pre = replace(pre, **{k: v for k, v in (("mean", mean), ("std", std)) if v is not None})
-    if args.input_size:
-        pre = replace(pre, resize=args.input_size, crop=args.input_size)
-    return model, pre, info
-
-
-def _model(args, suite):
-    from ..evaluation import Preprocess
-    from ..generate import _sha256
-    from ..models import ModelError, build, default_preprocess, load_factory, load_weights
-
-    info: dict = {}
-    if args.model and args.arch:
-        raise ModelError("pass either --model or --arch with --checkpoint, not both")
-    if args.model and not args.model.rpartition(":")[0].endswith(".py"):
-        from ..zoo import WeightsMissing, get_card, load_model
-
-        try:
-            card = get_card(args.model)
-            if card.dataset != suite.meta.get("dataset", "imagenet" if suite.id == "imagenet-c" else "tinyimagenet"):
-                raise ModelError(f"card {card.id} is a {card.dataset} model; {suite.id} needs one trained on "
-                                 f"{suite.meta.get('dataset', suite.id.removesuffix('-c'))}")
-            model, pre, info = load_model(card, args.weights or args.checkpoint, args.trust_checkpoint)
-        except WeightsMissing as e:
-            raise ModelError(str(e)) from None
-        return model, pre, info
-    if args.model:
-        model = load_factory(args.model)
-        file = Path(args.model.rpartition(":")[0]).expanduser()
-        info = {"id": f"{file.stem}.{args.model.rpartition(':')[2]}", "factory": args.model,
-                "factory_sha256": _sha256(file)}
-        pre = getattr(model, "rba_preprocess", None) or Preprocess()
-        if args.checkpoint:
-            load_weights(model, args.checkpoint, args.trust_checkpoint)
-    elif args.arch:
-        nc = args.num_classes or {"cifar10": 10, "cifar100": 100}.get(suite.meta.get("dataset"), 1000)
-        model = build(args.arch, num_classes=nc)
-        if not args.checkpoint:
-            raise ModelError(f"--arch {args.arch} needs --checkpoint with its weights")
-        load_weights(model, args.checkpoint, args.trust_checkpoint)
-        info = {"id": args.arch.split(":", 1)[1], "builder": args.arch}
-        pre = default_preprocess(args.arch, model, suite.image_size)
-    else:
-        raise ModelError("name a model: --model path/to/file.py:factory, or --checkpoint PATH --arch timm:NAME")
-    if args.checkpoint:
-        info.update(checkpoint=str(Path(args.checkpoint).expanduser().resolve()),
-                    checkpoint_sha256=_sha256(Path(args.checkpoint).expanduser()))
-        info["id"] = Path(args.checkpoint).stem if args.arch else info["id"]
-    return model, pre, info
+    return resolve_model(args.model, suite=suite, weights=args.weights, checkpoint=args.checkpoint, arch=args.arch,
+                         num_classes=args.num_classes, trust=args.trust_checkpoint, mean=_floats(args.mean, "mean"),
+                         std=_floats(args.std, "std"), input_size=args.input_size)
 
 
 def main(argv=None) -> int:
@@ -151,37 +102,21 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     from .._alloc import keep_freed_memory
-    from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir
-    from ..data.sources import SourceImageError
-    from ..evaluation import Config, Evaluation, EvaluationError
-    from ..models import ModelError
+    from .._common import RBAError, init_distributed
+    from ..corruptions import load_suite, set_frost_dir
+    from ..evaluation import Config, Evaluation
+    from ..zoo import model_classes
 
     keep_freed_memory()  # activations and kernels reuse mapped pages (robustbench_augmix/_alloc.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.frost_dir:
         set_frost_dir(args.frost_dir)
-    created_group = False
-    device = args.device
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        import datetime
-
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if device == "cuda":
-            device = f"cuda:{local}"
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
-                                timeout=datetime.timedelta(hours=12))
-        created_group = True
+    device, created_group = init_distributed(args.device)
     try:
         suite = load_suite(args.suite)
         severities = [int(s) for s in args.severities.split(",") if s.strip()]
         model, pre, info = build_model(args, suite)
-        classes = None
-        if "card" in info:  # a zoo card that names its classes maps ImageFolder labels by name
-            from ..zoo import get_card
-
-            classes = get_card(args.model).class_names()
         cfg = Config(
             suite=suite.id, data=args.data, source=args.source, clean_data=args.clean_data,
             corruptions=[c.strip() for c in args.corruptions.split(",") if c.strip()] if args.corruptions else None,
@@ -190,12 +125,12 @@ def main(argv=None) -> int:
             channels_last=args.channels_last, limit=args.limit, seed=args.seed,
             storage_jpeg={"on": True, "off": False, "auto": None}[args.storage_jpeg], out=args.out, name=args.name,
             n_boot=args.bootstrap, calibration_reference_quirk=args.calibration_reference_quirk,
-            baseline=args.baseline, progress=not args.no_progress, classes=classes,
+            baseline=args.baseline, progress=not args.no_progress, classes=model_classes(info),
             extra_provenance={"command": " ".join(["rb-eval", *(argv if argv is not None else sys.argv[1:])])},
         )
         ev = Evaluation(model, cfg, pre, info)
         res = ev.run()
-    except (EvaluationError, ModelError, SourceImageError, FrostTexturesMissing, ValueError) as e:
+    except (RBAError, ValueError) as e:
         return fail(str(e))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished chunks are cached; run the same command to resume")

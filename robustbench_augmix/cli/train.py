@@ -106,15 +106,22 @@ def main(argv=None) -> int:
     console.print(f"done: {args.out}/model.safetensors and {card}"
                   + (f"; test error {100 * row['test_error']:.2f}%" if row.get("test_error") is not None else ""))
     if args.eval:
-        from .eval import main as eval_main
+        from .._common import RBAError
+        from ..evaluation import evaluate
+        from ..zoo import model_classes, resolve_model
 
-        cmd = ["--model", card, "--suite", recipe.eval_suite, "--out", os.path.join(args.out, "results"),
-               "--device", args.device]
-        if args.eval_data:
-            cmd += ["--data", args.eval_data]
-        elif args.data and recipe.dataset.startswith("cifar"):
-            cmd += ["--data", args.data]
-        return eval_main(cmd)
+        data = args.eval_data or (args.data if recipe.dataset.startswith("cifar") else None)
+        try:
+            model, pre, info = resolve_model(card, suite=recipe.eval_suite)
+            res = evaluate(model, recipe.eval_suite, data, preprocess=pre, model_info=info, device=args.device,
+                           out=os.path.join(args.out, "results"), progress=not args.no_progress,
+                           classes=model_classes(info))
+        except (RBAError, ValueError) as e:
+            console.print(f"[red]error:[/] {e}")
+            return 2
+        Console().print(res.table())
+        print(res.path)
+        return 0
     console.print(f"evaluate it: rb-eval --model {card} --suite {recipe.eval_suite}")
     return 0
 

@@ -13,25 +13,33 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from .._common import RBAError
 from . import blur, digital, noise, weather  # noqa: F401  (fill the registry)
 from ._frost import FrostTexturesMissing, set_frost_dir
 from ._ops import floor_levels, levels_to_float, to_uint8
 from ._registry import REGISTRY, Corruption
-from ._rng import Draws, image_seed
+from ._rng import Draws, image_seed, rng_device
 from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names, load_suite, suites
 
 __all__ = [
-    "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite",
-    "apply", "apply_levels", "corrupt", "corrupt_levels", "corruption_names", "load_suite", "set_frost_dir", "suites",
+    "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite", "UnknownCorruption",
+    "apply", "apply_levels", "check_corruption", "corrupt", "corrupt_levels", "corruption_names", "load_suite",
+    "rng_device", "set_frost_dir", "suites",
 ]
 
 
-def _check_name(corruption: str, suite: Suite) -> None:
+class UnknownCorruption(RBAError, ValueError):
+    """A corruption name that the suite's table does not have."""
+
+
+def check_corruption(corruption, suite: Suite) -> None:
+    """Raise :class:`UnknownCorruption`, naming the closest name and every accepted one, unless ``corruption``
+    is in ``suite``'s table. The one check behind :func:`corrupt`, ``rb-corrupt`` and ``rb-eval``."""
     if not isinstance(corruption, str) or corruption not in suite.corruptions:
         names = suite.names(extra=True)
         near = difflib.get_close_matches(str(corruption), names, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise ValueError(
+        raise UnknownCorruption(
             f"unknown corruption {corruption!r} for suite {suite.id!r}{hint} Accepted: {', '.join(names)}"
         )
 
@@ -152,10 +160,8 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
         (torch.Size([2, 3, 32, 32]), True)
     """
     s = load_suite(suite)
-    _check_name(corruption, s)
+    check_corruption(corruption, s)
     severity = _check_severity(severity)
-    if corruption not in REGISTRY:
-        raise NotImplementedError(f"{corruption!r} is in the {s.id} table but has no kernel in this version yet")
 
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:

@@ -12,11 +12,13 @@ import functools
 import hashlib
 import importlib.util
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+from .. import _common
+from .._common import RBAError, atomic_write, sha256_file
 
 # The files as shipped in hendrycks/robustness ImageNet-C/create_c/ and, byte-identical, in
 # bethgelab/imagecorruptions imagecorruptions/frost/ (sha256 of the PyPI 1.1.2 copy).
@@ -35,8 +37,8 @@ FROST_URL = "https://raw.githubusercontent.com/bethgelab/imagecorruptions/master
 _user_dir: Path | None = None
 
 
-class FrostTexturesMissing(RuntimeError):
-    pass
+class FrostTexturesMissing(RBAError, RuntimeError):
+    """The frost textures are not found, or do not match the reference files."""
 
 
 def set_frost_dir(path: str | os.PathLike | None) -> None:
@@ -47,14 +49,7 @@ def set_frost_dir(path: str | os.PathLike | None) -> None:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("RBA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "robustbench_augmix"
-    )
-    return Path(base) / "frost"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return _common.cache_dir("frost")
 
 
 def _candidates() -> list[tuple[str, Path]]:
@@ -75,16 +70,13 @@ def _download(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name, digest in FROST_FILES.items():
         target = dest / name
-        if target.exists() and _sha256(target) == digest:
+        if target.exists() and sha256_file(target) == digest:
             continue
         with urllib.request.urlopen(FROST_URL.format(name=name), timeout=30) as r:
             data = r.read()
         if hashlib.sha256(data).hexdigest() != digest:
             raise FrostTexturesMissing(f"downloaded {name} does not match its sha256 {digest}")
-        fd, tmp = tempfile.mkstemp(dir=dest, suffix=".part")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
+        atomic_write(target, lambda p, data=data: p.write_bytes(data))
 
 
 def frost_dir(download: bool = True) -> Path:
@@ -93,7 +85,7 @@ def frost_dir(download: bool = True) -> Path:
     for what, d in _candidates():
         looked.append(f"{what} ({d})")
         if all((d / n).is_file() for n in USED):
-            bad = [n for n in USED if _sha256(d / n) != FROST_FILES[n]]
+            bad = [n for n in USED if sha256_file(d / n) != FROST_FILES[n]]
             if bad:
                 raise FrostTexturesMissing(
                     f"frost textures in {d} do not match the reference files ({', '.join(bad)}): "

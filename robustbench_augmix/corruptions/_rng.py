@@ -4,21 +4,35 @@ Every image gets its own ``torch.Generator`` seeded from a hash of its key, so a
 not depend on the batch it is in, the worker or process that handles it, or where a run resumed.
 Small per-image parameters (angles, offsets, texture choices) are always drawn on the CPU; large
 random fields are drawn on the device the batch lives on (CPU results are the reference; a CUDA
-generator gives a different, equally valid stream).
+generator gives a different, equally valid stream, which may also depend on the GPU model, since its
+kernels split a field over as many threads as the GPU has). So the device is part of every run's
+identity (:func:`rng_device`): a run is never completed on a device that draws another stream.
+
+Drawing the fields on the CPU and moving them would make the output device-independent, but costs more
+than the whole GPU budget per image (``rb-bench draws``, docs/performance.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
+from .._common import key_hash
+
 
 def image_seed(seed: int, suite: str, corruption: str, severity: int, index: int) -> int:
     """A 63-bit seed for one image, stable across platforms and Python versions."""
-    key = f"rba/v1/{seed}/{suite}/{corruption}/{severity}/{index}".encode()
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+    return key_hash("rba/v1", seed, suite, corruption, severity, index) >> 1
+
+
+def rng_device(device) -> str:
+    """The device whose random stream a batch on ``device`` draws its fields from: ``"cpu"``, or
+    ``"cuda:<GPU name>"`` (``"cuda:NVIDIA H200"``), or the device type for other accelerators."""
+    d = torch.device(device)
+    if d.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(d)}"
+    return d.type
 
 
 class Draws:

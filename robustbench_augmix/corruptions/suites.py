@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.resources
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .._common import package_tables, tomllib
 
 FAMILIES = ("noise", "blur", "weather", "digital")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -79,6 +73,9 @@ class CorruptionSpec:
 
 @dataclass(frozen=True)
 class Suite:
+    """One suite table. ``dataset``, ``num_classes``, ``classes`` (the class order a model's outputs follow)
+    and ``classes_source`` come from the table's ``[dataset]``: the only place the code learns them."""
+
     id: str
     name: str
     image_size: int
@@ -88,6 +85,10 @@ class Suite:
     meta: Mapping[str, Any]
     baseline: Mapping[str, Any] | None
     table_hash: str
+    dataset: str
+    num_classes: int
+    classes: str
+    classes_source: str
 
     def names(self, extra: bool = False) -> list[str]:
         return [n for n, c in self.corruptions.items() if extra or not c.extra]
@@ -99,12 +100,7 @@ class Suite:
 
 def _table_files() -> dict[str, Any]:
     """Map suite id -> a readable file (a Path in a checkout, a Traversable in a wheel)."""
-    checkout = Path(__file__).resolve().parents[2] / "corruptions"
-    if checkout.is_dir() and any(checkout.glob("*.toml")):
-        root: Any = checkout
-    else:
-        root = importlib.resources.files("robustbench_augmix._tables")
-    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+    return package_tables("corruptions", "robustbench_augmix._tables")
 
 
 def _parse_corruption(name: str, raw: Mapping[str, Any], where: str) -> CorruptionSpec:
@@ -150,6 +146,13 @@ def load_suite(suite_id: str) -> Suite:
         for name, spec in body.get("corruptions", {}).items()
     }
     canonical = json.dumps({"suite": head, "corruptions": body.get("corruptions", {})}, sort_keys=True)
+    where = f"corruptions/{suite_id}.toml"
+    ds = raw.get("dataset")
+    missing = [k for k in ("name", "num_classes", "classes", "classes_source") if k not in (ds or {})]
+    if missing:
+        raise ValueError(f"{where}: [dataset] lacks {missing}")
+    if head.get("dataset", ds["name"]) != ds["name"]:
+        raise ValueError(f"{where}: [suite] dataset {head['dataset']!r} differs from [dataset] name {ds['name']!r}")
     return Suite(
         id=head["id"],
         name=head["name"],
@@ -160,6 +163,10 @@ def load_suite(suite_id: str) -> Suite:
         meta=MappingProxyType(dict(head)),
         baseline=MappingProxyType(dict(raw["baseline"])) if "baseline" in raw else None,
         table_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+        dataset=str(ds["name"]),
+        num_classes=int(ds["num_classes"]),
+        classes=str(ds["classes"]),
+        classes_source=str(ds["classes_source"]),
     )
 
 

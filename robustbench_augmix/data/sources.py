@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,14 +11,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._common import RBAError, cache_dir
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class SourceImageError(ValueError):
+class SourceImageError(RBAError, ValueError):
     """A source image could not be read (truncated, corrupt, unsupported)."""
 
 
-class DatasetMissing(FileNotFoundError):
+class DatasetMissing(RBAError, FileNotFoundError):
     """A dataset is not where it was looked for (and could not be downloaded)."""
 
 
@@ -33,13 +34,6 @@ CIFAR = {
                  "md5": "eb9058c3a382ffc7106e4002c42a8d85", "sub": "cifar-100-python", "file": "test",
                  "train": ["train"], "key": b"fine_labels"},
 }
-
-
-def data_cache_dir() -> Path:
-    """``$RBA_CACHE/data`` (default ``~/.cache/robustbench_augmix/data``, honouring ``XDG_CACHE_HOME``)."""
-    base = os.environ.get("RBA_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "robustbench_augmix")
-    return Path(base) / "data"
 
 
 def download_cifar(dataset: str, root: Path) -> None:
@@ -64,6 +58,20 @@ def _load_pickle(path: Path) -> dict:
         return pickle.load(f, encoding="bytes")
 
 
+def write_cifar(root: Path, images: np.ndarray, labels, dataset: str = "cifar10", *, split: str = "test",
+                batch_label: bytes = b"test") -> Path:
+    """Write uint8 (N, 32, 32, 3) images as a CIFAR split in torchvision's python-pickle layout (the format
+    :meth:`CifarSource.open` reads; the test split, or the single training file of ``split="train"``)."""
+    info = CIFAR[dataset]
+    d = Path(root) / info["sub"]
+    d.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(images, dtype=np.uint8).transpose(0, 3, 1, 2).reshape(len(images), -1)
+    name = info["file"] if split == "test" else info["train"][0]
+    with open(d / name, "wb") as f:
+        pickle.dump({b"data": data, info["key"]: [int(v) for v in labels], b"batch_label": batch_label}, f)
+    return Path(root)
+
+
 @dataclass
 class CifarSource:
     """The test split of CIFAR-10 (``cifar-10-batches-py/test_batch``) or CIFAR-100
@@ -79,7 +87,7 @@ class CifarSource:
         """Open the ``test`` (or ``train``) split under ``path``; with ``path=None``, under the user cache,
         downloading it there (checksummed) on first use."""
         if path is None:
-            path = data_cache_dir()
+            path = cache_dir("data")
             if download:
                 download_cifar(dataset, path)
         path = Path(path).expanduser()
@@ -180,10 +188,10 @@ class ImageFolderSource:
                 im = im.convert("RGB")
         except Exception as e:  # PIL raises several types for broken files
             raise SourceImageError(f"{path}: cannot read image ({e})") from e
-        return preprocess(im, self.size, self.resize_crop)
+        return fit_to_suite(im, self.size, self.resize_crop)
 
 
-def preprocess(im: Image.Image, size: int, resize_crop: bool) -> np.ndarray:
+def fit_to_suite(im: Image.Image, size: int, resize_crop: bool) -> np.ndarray:
     """ImageNet-C's ``Resize(256) + CenterCrop(224)`` (scaled for other sizes) when ``resize_crop``,
     else Tiny-ImageNet-C's ``Resize((size, size))``; PIL bilinear as torchvision used on PIL images."""
     if resize_crop:
@@ -204,7 +212,7 @@ def preprocess(im: Image.Image, size: int, resize_crop: bool) -> np.ndarray:
 def open_source(path: str | Path, suite) -> CifarSource | ImageFolderSource:
     """The clean source for a suite: CIFAR pickles for the npy layout, an ImageFolder otherwise."""
     if suite.layout == "npy":
-        return CifarSource.open(path, suite.meta["dataset"])
+        return CifarSource.open(path, suite.dataset)
     return ImageFolderSource.open(path, suite.image_size, resize_crop=suite.id == "imagenet-c")
 
 

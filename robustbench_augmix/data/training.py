@@ -9,13 +9,13 @@ interrupted one would have.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from .._common import key_hash
 from .sources import ArraySource, CifarSource, DatasetMissing, ImageFolderSource
 
 # The demo's data: scikit-learn's copy of the UCI optical digits (1,797 8x8 images, 16 grey levels),
@@ -27,8 +27,7 @@ DIGITS_TEST_FRACTION = 0.3
 def sample_key(seed: int, epoch: int, index: int, stream: str = "augmix") -> np.random.Generator:
     """A generator for one sample's randomness in one epoch; ``stream`` separates independent uses
     (``"crop"`` for the base transform, ``"augmix"`` for the mixing)."""
-    h = hashlib.blake2b(f"rba/v1/{stream}/{seed}/{epoch}/{index}".encode(), digest_size=16).digest()
-    return np.random.default_rng(int.from_bytes(h, "little"))
+    return np.random.default_rng(key_hash("rba/v1", stream, seed, epoch, index, digest_size=16))
 
 
 def digits(split: str, size: int = DIGITS_SIZE) -> ArraySource:

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision / timm IMAGENET_DEFAULT_MEAN
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .._common import RBAError
 
 
-class ModelError(ValueError):
+class ModelError(RBAError, ValueError):
     """A model could not be built or its weights could not be loaded (a user-facing message)."""
 
 
@@ -48,27 +47,6 @@ def build(builder: str, num_classes: int | None = None, **kwargs) -> torch.nn.Mo
             raise ModelError(f"no CIFAR architecture {name!r}; available: {', '.join(sorted(BUILDERS))}")
         return BUILDERS[name](**kwargs)
     raise ModelError(f"unknown builder {builder!r}; use timm:<name>, torchvision:<name> or cifar:<name>")
-
-
-def default_preprocess(builder: str, model: torch.nn.Module, image_size: int):
-    """Mean/std (and input size) for a built architecture: timm's pretrained config, torchvision's
-    ImageNet statistics. Images are resized only when the model's input size differs from the suite's."""
-    from ..evaluation import Preprocess
-
-    mean, std, size, interp = IMAGENET_MEAN, IMAGENET_STD, image_size, "bilinear"
-    if builder.startswith("cifar:"):
-        # The AugMix CIFAR code normalises with mean = std = 0.5 (cifar.py l.297-299).
-        return Preprocess(mean=(0.5,) * 3, std=(0.5,) * 3)
-    if builder.startswith("timm:"):
-        from timm.data import resolve_data_config
-
-        cfg = resolve_data_config({}, model=model)
-        mean, std, size = tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1])
-        interp = cfg.get("interpolation", "bilinear") if cfg.get("interpolation") in ("bilinear", "bicubic") \
-            else "bilinear"
-    if size == image_size:
-        return Preprocess(mean=mean, std=std)
-    return Preprocess(mean=mean, std=std, resize=size, crop=size, interpolation=interp)
 
 
 def load_factory(spec: str):

@@ -1,0 +1,182 @@
+"""What every module shares: the error base class, atomic files, hashes, JSON, versions, cache folders,
+the TOML reader, the distributed set-up and progress bars.
+
+Nothing here imports torch at module level, so listings and ``--help`` stay light.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["RBAError", "atomic_write", "cache_dir", "dist_info", "init_distributed", "json_dump", "key_hash",
+           "package_tables", "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
+
+
+class RBAError(Exception):
+    """A problem with the user's input or environment. Every CLI catches this one type, prints its message
+    without a traceback and exits 2; the message names the problem and the fix."""
+
+
+# ---------------------------------------------------------------------------------- files
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp_path)`` into the same folder, then rename onto ``path``: a file under its
+    final name is always complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a finished file gets the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npy(path: Path, arr) -> None:
+    """``np.save`` through a closed-before-rename file handle (for :func:`atomic_write`)."""
+    import numpy as np
+
+    with open(path, "wb") as f:
+        np.save(f, arr)
+
+
+def json_dump(path: Path, obj) -> None:
+    """``obj`` as indented, key-sorted JSON, atomically."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True)))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def key_hash(*parts, digest_size: int = 8) -> int:
+    """An unsigned integer from ``blake2b("/".join(parts))``, little-endian: the one way every stream of
+    randomness here is keyed (per image, per epoch, per sample), stable across platforms and Pythons."""
+    key = "/".join(map(str, parts)).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=digest_size).digest(), "little")
+
+
+def cache_dir(*sub: str) -> Path:
+    """``$RBA_CACHE`` (default ``$XDG_CACHE_HOME/robustbench_augmix``, i.e. ``~/.cache/robustbench_augmix``)
+    joined with ``sub``."""
+    base = os.environ.get("RBA_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "robustbench_augmix")
+    return Path(base, *sub)
+
+
+def package_tables(checkout_folder: str, package: str) -> dict[str, Any]:
+    """``{stem: file}`` for the ``*.toml`` tables of a top-level data folder (``corruptions``, ``zoo``): read
+    from the checkout when this is an editable one, else from the wheel's copy ``package``."""
+    import importlib.resources
+
+    checkout = Path(__file__).resolve().parents[1] / checkout_folder
+    if checkout.is_dir() and any(checkout.glob("*.toml")):
+        root: Any = checkout
+    else:
+        root = importlib.resources.files(package)
+    return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def versions() -> dict[str, str]:
+    """The versions that make a result reproducible."""
+    import numpy as np
+    import PIL
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {"robustbench_augmix": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------------------------- distributed
+def dist_info() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)``: of the initialised process group, else of torchrun's environment,
+    else ``(0, 1, 0)``."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if "torch.distributed" in sys.modules:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size(), local
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local
+    return 0, 1, 0
+
+
+def init_distributed(device: str) -> tuple[str, bool]:
+    """Join torchrun's process group if one is launched and none is initialised yet.
+
+    Returns ``(device, created)``: ``cuda`` becomes ``cuda:LOCAL_RANK`` under torchrun; ``created`` says
+    whether this call made the group (then the caller destroys it)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    _, world, local = dist_info()
+    if world <= 1 or dist.is_initialized():
+        return device, False
+    if device == "cuda":
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(hours=12))
+    return device, True
+
+
+# ---------------------------------------------------------------------------------- progress
+@contextlib.contextmanager
+def progress_bar(enabled: bool, *, transient: bool = False, console=None) -> Iterator[Any]:
+    """A rich ``Progress`` on stderr with the columns every tool here shows (description, bar, done/total,
+    percent, the task's ``info`` field, time left), or ``None`` when disabled. Add tasks with ``info=""``."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    with Progress(*cols, console=console or Console(stderr=True), transient=transient) as prog:
+        yield prog
+
+
+class Rate:
+    """Images per second since construction, for a progress bar's text."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int) -> str:
+        return f"{done / max(time.perf_counter() - self.t0, 1e-9):,.0f} img/s"
