@@ -23,13 +23,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RBAError", "atomic_write", "cache_dir", "dist_info", "init_distributed", "json_dump", "key_hash",
-           "package_tables", "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
+__all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "dist_info", "init_distributed", "json_dump",
+           "key_hash", "package_tables", "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
 
 
 class RBAError(Exception):
     """A problem with the user's input or environment. Every CLI catches this one type, prints its message
     without a traceback and exits 2; the message names the problem and the fix."""
+
+
+class InputError(RBAError, ValueError):
+    """A value the user passed (a name, a shape, a range, a file's content) is not accepted."""
 
 
 # ---------------------------------------------------------------------------------- files

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import torch
 
-from .corruptions import apply, apply_levels, load_suite
+from ._common import InputError
+from .corruptions import apply, load_suite
 from .corruptions._rng import image_seed
 
 
@@ -47,7 +48,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
     as :func:`apply` does on a model's device).
     """
     if io not in ("uint8", "float"):
-        raise ValueError(f"io must be 'uint8' or 'float', got {io!r}")
+        raise InputError(f"io must be 'uint8' or 'float', got {io!r}")
     ref = None
     if reference:
         from ._reference import load_reference
@@ -68,7 +69,7 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
                 seeds = [image_seed(0, suite, name, sev, i) for i in range(b)]
 
                 def run(sev=sev, seeds=seeds, x=x, name=name):
-                    (apply_levels if io == "uint8" else apply)(x, name, sev, suite=suite, seeds=seeds)
+                    apply(x, name, sev, suite=suite, seeds=seeds, levels=io == "uint8")
                     if device != "cpu":
                         torch.cuda.synchronize()
 

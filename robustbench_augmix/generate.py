@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from ._common import RBAError, atomic_write, json_dump, save_npy, sha256_file, versions
-from .corruptions import check_corruption, corrupt_levels, load_suite, rng_device
+from .corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
 from .data.sources import SourceImageError, open_source
 
 STATE_DIR = ".rba"
@@ -110,7 +110,8 @@ class Generator:
 
     def _corrupt(self, imgs: np.ndarray, idx: Sequence[int], c: str, s: int) -> np.ndarray:
         x = torch.from_numpy(imgs).to(self.plan.device).permute(0, 3, 1, 2)
-        y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.plan.seed, index=idx)
+        seeds = image_seeds(self.plan.seed, self.suite.id, c, s, idx)
+        y = apply(x, c, s, suite=self.suite.id, seeds=seeds, levels=True)
         return y.permute(0, 2, 3, 1).cpu().numpy()
 
     # ---------------------------------------------------------------- layouts

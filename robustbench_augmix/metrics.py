@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ._common import InputError
+
 Cell = tuple[str, int]
 
 
@@ -31,7 +33,7 @@ def error(correct: np.ndarray) -> float:
     """Error rate: ``1 - mean(correct)`` over a boolean or 0/1 array."""
     correct = np.asarray(correct)
     if correct.size == 0:
-        raise ValueError("error of an empty set of predictions is undefined")
+        raise InputError("error of an empty set of predictions is undefined")
     return float(1.0 - correct.mean())
 
 
@@ -48,7 +50,7 @@ def mean_corruption_error(cell_errors: Mapping[Cell, float], names: Sequence[str
     per = corruption_errors(cell_errors)
     missing = [c for c in names if c not in per]
     if missing:
-        raise ValueError(f"no errors for {missing}")
+        raise InputError(f"no errors for {missing}")
     return float(np.mean([per[c] for c in names]))
 
 
@@ -56,7 +58,7 @@ def corruption_error(errors: Sequence[float], baseline: Sequence[float]) -> floa
     """``CE = sum_s E_s / sum_s A_s`` over the same severities (Hendrycks & Dietterich 2019, eq. 1)."""
     e, a = np.asarray(errors, float), np.asarray(baseline, float)
     if e.shape != a.shape or e.size == 0:
-        raise ValueError(f"need one baseline error per severity, got {e.size} and {a.size}")
+        raise InputError(f"need one baseline error per severity, got {e.size} and {a.size}")
     return float(e.sum() / a.sum())
 
 
@@ -65,7 +67,7 @@ def relative_corruption_error(errors: Sequence[float], clean: float, baseline: S
     """``sum_s (E_s - E_clean) / sum_s (A_s - A_clean)`` (Hendrycks & Dietterich 2019, sec. 3)."""
     e, a = np.asarray(errors, float), np.asarray(baseline, float)
     if e.shape != a.shape or e.size == 0:
-        raise ValueError(f"need one baseline error per severity, got {e.size} and {a.size}")
+        raise InputError(f"need one baseline error per severity, got {e.size} and {a.size}")
     return float((e - clean).sum() / (a - baseline_clean).sum())
 
 
@@ -86,10 +88,10 @@ def relative_mce(cell_errors: Mapping[Cell, float], clean: float, baseline: Mapp
 def _paired(cell_errors, baseline, c: str) -> tuple[list[float], list[float]]:
     sevs = sorted(s for (cc, s) in cell_errors if cc == c)
     if not sevs:
-        raise ValueError(f"no errors for {c!r}")
+        raise InputError(f"no errors for {c!r}")
     missing = [s for s in sevs if (c, s) not in baseline]
     if missing:
-        raise ValueError(f"the baseline has no error for {c!r} at severities {missing}")
+        raise InputError(f"the baseline has no error for {c!r} at severities {missing}")
     return [cell_errors[(c, s)] for s in sevs], [baseline[(c, s)] for s in sevs]
 
 
@@ -142,11 +144,11 @@ def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, bin_si
     """
     conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct).ravel()
     if conf.shape != corr.shape or conf.size == 0:
-        raise ValueError(f"confidence and correct must be non-empty and of equal length, got {conf.size}, {corr.size}")
+        raise InputError(f"confidence and correct must be non-empty and of equal length, got {conf.size}, {corr.size}")
     mass, gap, total = _binned_gaps(conf, corr, weights, bin_size, presorted)
     if reference_quirk:
         if total < bin_size:
-            raise ValueError(f"the reference calib_err fails for fewer than bin_size={bin_size} samples")
+            raise InputError(f"the reference calib_err fails for fewer than bin_size={bin_size} samples")
         mass, gap = mass[:-1], gap[:-1]
     return float(np.sqrt(np.sum(mass / total * gap**2)))
 
@@ -155,7 +157,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     """ECE with ``n_bins`` equal-width bins ``(k/n, (k+1)/n]`` (Guo et al. 2017)."""
     conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct, np.float64).ravel()
     if conf.shape != corr.shape or conf.size == 0:
-        raise ValueError("confidence and correct must be non-empty and of equal length")
+        raise InputError("confidence and correct must be non-empty and of equal length")
     b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     gap = np.bincount(b, weights=conf - corr, minlength=n_bins)
     return float(np.abs(gap).sum() / conf.size)
@@ -166,7 +168,7 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     (``None`` for an empty bin). ``sum_b count_b |confidence_b - accuracy_b| / N`` is the ECE."""
     conf, corr = np.asarray(confidence, np.float64).ravel(), np.asarray(correct, np.float64).ravel()
     if conf.shape != corr.shape or conf.size == 0:
-        raise ValueError("confidence and correct must be non-empty and of equal length")
+        raise InputError("confidence and correct must be non-empty and of equal length")
     b = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     count = np.bincount(b, minlength=n_bins)
     mean = lambda w: [float(v / c) if c else None for v, c in zip(np.bincount(b, w, n_bins), count, strict=True)]  # noqa: E731

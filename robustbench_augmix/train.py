@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import atomic_write, dist_info, key_hash, sha256_file, tomllib, versions
+from ._common import RBAError, atomic_write, dist_info, key_hash, sha256_file, tomllib, versions
 from .augmix import AugMixDataset, jsd_loss
 from .augmix.batched import augmix_batch
 from .data.training import TrainSet, digits, open_train_set
@@ -36,7 +36,7 @@ LOG = "log.csv"
 LOG_FIELDS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s", "seconds")
 
 
-class TrainError(ValueError):
+class TrainError(RBAError, ValueError):
     """A user-facing training problem (bad recipe, override, data or resume state)."""
 
 

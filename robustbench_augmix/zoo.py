@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._common import RBAError, package_tables, sha256_file, tomllib
+from ._common import InputError, RBAError, package_tables, sha256_file, tomllib
 
 REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
             "reported")
@@ -86,30 +86,30 @@ def parse_card(raw: Mapping[str, Any], where: str) -> Card:
     """Check a card's fields and freeze it; errors name the file and the field."""
     missing = [k for k in REQUIRED if k not in raw]
     if missing:
-        raise ValueError(f"{where}: model card lacks {missing}")
+        raise InputError(f"{where}: model card lacks {missing}")
     if raw["dataset"] not in DATASETS:
-        raise ValueError(f"{where}: dataset {raw['dataset']!r} is not one of {DATASETS}")
+        raise InputError(f"{where}: dataset {raw['dataset']!r} is not one of {DATASETS}")
     if ":" not in raw["builder"]:
-        raise ValueError(f"{where}: builder {raw['builder']!r} must look like timm:NAME, torchvision:NAME, cifar:NAME")
+        raise InputError(f"{where}: builder {raw['builder']!r} must look like timm:NAME, torchvision:NAME, cifar:NAME")
     pre = raw["preprocess"]
     for k in ("input_size", "mean", "std"):
         if k not in pre:
-            raise ValueError(f"{where}: [preprocess] lacks {k}")
+            raise InputError(f"{where}: [preprocess] lacks {k}")
     if len(pre["mean"]) != 3 or len(pre["std"]) != 3:
-        raise ValueError(f"{where}: [preprocess] mean and std need 3 values")
+        raise InputError(f"{where}: [preprocess] mean and std need 3 values")
     rep = raw["reported"]
     if any(k in rep for k in ("clean_error", "mce", "mean_corruption_error")) and not rep.get("citation"):
-        raise ValueError(f"{where}: [reported] numbers need a citation")
+        raise InputError(f"{where}: [reported] numbers need a citation")
     w = raw["weights"]
     if (w.get("url") or w.get("hf_hub_id")) and not (w.get("sha256") or w.get("sha256_prefix") or w.get("hf_hub_id")):
-        raise ValueError(f"{where}: [weights] with a url need sha256 or sha256_prefix")
+        raise InputError(f"{where}: [weights] with a url need sha256 or sha256_prefix")
     if "licence" not in w:
-        raise ValueError(f"{where}: [weights] lacks licence")
+        raise InputError(f"{where}: [weights] lacks licence")
     classes = raw.get("classes")
     if classes is not None and classes != "imagenet-1k":
         n = int(raw["num_classes"])
         if not isinstance(classes, list) or len(classes) != n or len(set(classes)) != n:
-            raise ValueError(f'{where}: classes must be "imagenet-1k" or a list of num_classes distinct names')
+            raise InputError(f'{where}: classes must be "imagenet-1k" or a list of num_classes distinct names')
         classes = tuple(str(c) for c in classes)
     freeze = lambda d: MappingProxyType(dict(d))  # noqa: E731
     return Card(id=raw["id"], name=raw["name"], dataset=raw["dataset"], num_classes=int(raw["num_classes"]),
@@ -124,7 +124,7 @@ def _cards() -> dict[str, Card]:
     for cid, f in sorted(_card_files().items()):
         card = parse_card(tomllib.loads(f.read_text(encoding="utf-8")), str(f))
         if card.id != cid:
-            raise ValueError(f"{f}: id {card.id!r} differs from the file name")
+            raise InputError(f"{f}: id {card.id!r} differs from the file name")
         out[cid] = card
     return out
 
@@ -143,7 +143,7 @@ def get_card(name: str) -> Card:
         import difflib
 
         near = difflib.get_close_matches(name, list(_cards()), n=3)
-        raise ValueError(f"no model card {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
+        raise InputError(f"no model card {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "")
                          + " (rb-zoo list shows them)")
     return _cards()[name]
 

@@ -74,12 +74,12 @@ def test_numpy_uint8_convention_and_single_image(name):
 def test_8bit_kernels_equal_the_quantised_float_kernel(suite, name):
     """rb-corrupt hands uint8 batches to the 8-bit CPU kernels; they must store what the float kernels
     (the only ones on a GPU) give."""
-    from robustbench_augmix.corruptions import apply, apply_levels
+    from robustbench_augmix.corruptions import apply
     from robustbench_augmix.corruptions._ops import to_uint8
 
     u8 = torch.from_numpy(np.stack([photo(i, SIZES[suite]) for i in range(4)])).permute(0, 3, 1, 2)
     for sev in (1, 2, 3, 4, 5):
-        got = apply_levels(u8, name, sev, suite=suite, seeds=range(4))
+        got = apply(u8, name, sev, suite=suite, seeds=range(4), levels=True)
         assert got.dtype == torch.uint8 and got.is_contiguous()
         assert torch.equal(got, to_uint8(apply(u8.float() / 255, name, sev, suite=suite, seeds=range(4)))), sev
 

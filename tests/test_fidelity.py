@@ -201,7 +201,7 @@ def test_jpeg_equals_pil_roundtrip_exactly(suite, tv, monkeypatch):
     if tv and not digital._torchvision_codec_matches_pil():
         pytest.skip("torchvision's libjpeg differs from PIL's on this install; PIL is used")
     monkeypatch.setattr(digital, "_torchvision_codec_matches_pil", lambda: tv)
-    from robustbench_augmix.corruptions import apply_levels
+    from robustbench_augmix.corruptions import apply
 
     imgs = [photo(i, SIZES[suite]) for i in range(3)]
     u8 = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
@@ -210,7 +210,7 @@ def test_jpeg_equals_pil_roundtrip_exactly(suite, tv, monkeypatch):
         q = int(s.corruptions["jpeg_compression"].params(sev, s).quality)
         got, _, _ = ours("jpeg_compression", suite, sev, imgs)
         # uint8 input takes the 8-bit kernel (no float round trip): Pillow's pixels as well.
-        eight = apply_levels(u8, "jpeg_compression", sev, suite=suite, seeds=range(3)).permute(0, 2, 3, 1).numpy()
+        eight = apply(u8, "jpeg_compression", sev, suite=suite, seeds=range(3), levels=True).permute(0, 2, 3, 1).numpy()
         for img, y, z in zip(imgs, got, eight, strict=True):
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, "JPEG", quality=q)
@@ -226,7 +226,7 @@ def test_pixelate_equals_pillow_box_exactly(suite, chunked, monkeypatch):
     severity, on float and on uint8 input, whether the CPU batch goes in one chunk or several."""
     from PIL import Image
 
-    from robustbench_augmix.corruptions import apply_levels, digital
+    from robustbench_augmix.corruptions import apply, digital
 
     if chunked:
         monkeypatch.setattr(digital, "_PIXELATE_CHUNK", 1)
@@ -236,7 +236,7 @@ def test_pixelate_equals_pillow_box_exactly(suite, chunked, monkeypatch):
     for sev in (1, 2, 3, 4, 5):
         f = s.corruptions["pixelate"].params(sev, s).factor
         got, _, _ = ours("pixelate", suite, sev, imgs)
-        eight = apply_levels(u8, "pixelate", sev, suite=suite, seeds=range(3)).permute(0, 2, 3, 1).numpy()
+        eight = apply(u8, "pixelate", sev, suite=suite, seeds=range(3), levels=True).permute(0, 2, 3, 1).numpy()
         for img, y, z in zip(imgs, got, eight, strict=True):
             h, w = img.shape[:2]
             small = Image.fromarray(img).resize((int(w * f), int(h * f)), Image.BOX)
@@ -256,7 +256,7 @@ def test_pixelate_equals_pillow_box_at_any_size(size):
     time (each single-axis resize is one pass, the same in every version)."""
     from PIL import Image
 
-    from robustbench_augmix.corruptions import apply_levels
+    from robustbench_augmix.corruptions import apply
 
     def box(a, w, h):
         return Image.fromarray(a).resize((w, a.shape[0]), Image.BOX).resize((w, h), Image.BOX)
@@ -268,7 +268,7 @@ def test_pixelate_equals_pillow_box_at_any_size(size):
         s = load_suite(suite)
         for sev in (1, 3, 5):
             f = s.corruptions["pixelate"].params(sev, s).factor
-            got = apply_levels(u8, "pixelate", sev, suite=suite, seeds=[0])[0].permute(1, 2, 0).numpy()
+            got = apply(u8, "pixelate", sev, suite=suite, seeds=[0], levels=True)[0].permute(1, 2, 0).numpy()
             want = np.asarray(box(np.asarray(box(img, int(w * f), int(h * f))), w, h))
             np.testing.assert_array_equal(got, want, err_msg=f"{suite} severity {sev} at {h}x{w}")
             if h == w:  # square: Pillow's own two-pass resize agrees in every version

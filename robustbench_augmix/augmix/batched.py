@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._common import InputError
 from .mixing import OPS, MixDraw
 from .ops import EXTRA_OPS
 
@@ -217,7 +218,7 @@ def apply_op_batch(x: torch.Tensor, op: str, level: torch.Tensor, sign: torch.Te
         return _pil_affine(x, _affine_coeffs(op, lv, sg, x.shape[-1], x.shape[-2]))
     if op in EXTRA_OPS:
         return _enhance(op, x, torch.tensor(lv * 1.8 / 10 + 0.1, dtype=torch.float32, device=x.device))
-    raise ValueError(f"unknown AugMix operation {op!r}; accepted: {', '.join(OPS)}")
+    raise InputError(f"unknown AugMix operation {op!r}; accepted: {', '.join(OPS)}")
 
 
 def augmix_batch(x: torch.Tensor, draws: dict[str, torch.Tensor], mean: Sequence[float],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .._common import InputError
+
 
 def jsd_loss(logits: torch.Tensor, target: torch.Tensor, lam: float = 12.0, splits: int = 3) -> torch.Tensor:
     """Cross-entropy on the clean view plus ``lam`` x JS(p_clean, p_aug1, ..., p_aug{splits-1}).
@@ -19,7 +21,7 @@ def jsd_loss(logits: torch.Tensor, target: torch.Tensor, lam: float = 12.0, spli
         views and through M, as in the release.
     """
     if logits.shape[0] % splits:
-        raise ValueError(f"logits hold {logits.shape[0]} rows, not a multiple of {splits} views")
+        raise InputError(f"logits hold {logits.shape[0]} rows, not a multiple of {splits} views")
     parts = logits.split(logits.shape[0] // splits)
     loss = F.cross_entropy(parts[0], target)
     probs = [F.softmax(p, dim=1) for p in parts]

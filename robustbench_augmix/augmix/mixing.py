@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._common import InputError
 from ..data.training import sample_key
 from .ops import DEFAULT_OPS, EXTRA_OPS, OpDraw, apply_op
 
@@ -97,7 +98,7 @@ class AugMixDataset(torch.utils.data.Dataset):
                  severity: float = 3, width: int = 3, depth: int = -1, alpha: float = 1.0, all_ops: bool = False,
                  jsd: bool = True, augmix: bool = True, batched: bool = False) -> None:
         if not batched and preprocess is None:
-            raise ValueError("the per-image path needs preprocess (ToTensor + Normalize)")
+            raise InputError("the per-image path needs preprocess (ToTensor + Normalize)")
         self.base, self.preprocess, self.seed = base, preprocess, seed
         self.kw = {"severity": severity, "width": width, "depth": depth, "alpha": alpha, "all_ops": all_ops}
         self.views = (2 if jsd else 1) if augmix else 0

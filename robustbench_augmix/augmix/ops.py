@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
+from .._common import InputError
+
 # The 9 default operations (augmentations.py l.141-144) and the 4 that --all-ops adds (l.146-149).
 # The 4 overlap with ImageNet-C's test corruptions (colour, contrast, brightness, sharpness/blur), which is
 # why the paper leaves them out by default.
@@ -83,5 +85,5 @@ _APPLY: dict[str, Callable[[Image.Image, float | int | None, int], Image.Image]]
 def apply_op(img: Image.Image, draw: OpDraw) -> Image.Image:
     """Apply one drawn operation to an RGB PIL image (same size back)."""
     if draw.op not in _APPLY:
-        raise ValueError(f"unknown AugMix operation {draw.op!r}; accepted: {', '.join(_APPLY)}")
+        raise InputError(f"unknown AugMix operation {draw.op!r}; accepted: {', '.join(_APPLY)}")
     return _APPLY[draw.op](img, magnitude(draw.op, draw.level, max(img.size)), draw.sign)

@@ -85,7 +85,7 @@ def _main_eval(args, err: Console) -> int:
         suite = load_suite(args.suite)
         # Random weights: the benchmark times the model, whatever it has learnt.
         model, pre, _ = resolve_model(arch=args.model, suite=suite, random_weights=True)
-    except (RBAError, ValueError) as e:
+    except RBAError as e:
         err.print(f"[red]rb-bench:[/] {e}")
         return 2
     res = bench_eval(model, suite.id, preprocess=pre, images=args.images, batch=args.batch or 128,
@@ -120,8 +120,8 @@ def _train_table(res: dict, md: bool):
 
 
 def _main_train(args, err: Console) -> int:
+    from .._common import RBAError
     from ..bench import bench_train
-    from ..models import ModelError
 
     try:
         # default batch: the CIFAR recipes' 128 (recipes.toml, cifar.py l.60-77)
@@ -131,7 +131,7 @@ def _main_train(args, err: Console) -> int:
                           log=lambda r: err.print(f"[dim]round {r['round']}: per-image {r['per_image']:.3f} ms, "
                                                   f"host {r['host']:.3f} ms, device {r['device']:.3f} ms, "
                                                   f"step {r['step']:.3f} ms[/]"))
-    except (ModelError, ValueError) as e:
+    except RBAError as e:
         err.print(f"[red]rb-bench:[/] {e}")
         return 2
     return _emit(args, res, _train_table(res, args.markdown))

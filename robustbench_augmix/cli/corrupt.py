@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 EXAMPLES = """examples:
@@ -48,18 +47,19 @@ def _fail(console: Console, msg: str) -> int:
 
 
 def _shard(spec: str | None) -> tuple[int, int]:
-    import os
+    from .._common import InputError
 
     if spec is None:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return 0, 1
+        from .._common import dist_info
+
+        rank, world, _ = dist_info()
+        return rank, world
     try:
         i, n = (int(v) for v in spec.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
+        raise InputError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
+        raise InputError(f"--shard {spec}: need 0 <= i < n")
     return i, n
 
 
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     import torch
 
     from .._alloc import keep_freed_memory
-    from ..corruptions import FrostTexturesMissing, load_suite, set_frost_dir, suites
-    from ..data.sources import SourceImageError
+    from .._common import Rate, RBAError, progress_bar
+    from ..corruptions import load_suite, set_frost_dir, suites
 
     keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
     if args.workers:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         set_frost_dir(args.frost_dir)
     try:
         suite = load_suite(args.suite)
-    except ValueError as e:
+    except RBAError as e:
         return _fail(console, str(e))
 
     if args.list:
@@ -120,33 +120,28 @@ def main(argv=None) -> int:
     except ValueError:
         return _fail(console, f"--severities must be comma-separated integers in 1..5, got {args.severities!r}")
 
-    from ..generate import Generator, Plan, RunConfigMismatch
+    from ..generate import Generator, Plan
 
     try:
         plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=names, severities=sevs,
                     seed=args.seed, batch_size=args.batch_size, device=args.device, shard=_shard(args.shard),
                     on_error=args.on_error, limit=args.limit)
         gen = Generator(plan)
-    except (ValueError, FileNotFoundError, NotImplementedError) as e:
+    except RBAError as e:
         return _fail(console, str(e))
 
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
     try:
-        with Progress(*cols, console=console, transient=False) as prog:
-            task = prog.add_task(f"{suite.id} {plan.shard[0]}/{plan.shard[1]}", total=gen.total_images(), rate="-")
-            import time
-
-            t0 = time.perf_counter()
+        with progress_bar(True, console=console) as prog:
+            task = prog.add_task(f"[bold]{suite.id} {plan.shard[0]}/{plan.shard[1]}", total=gen.total_images(),
+                                 info="")
+            rate = Rate()
 
             def tick(n: int) -> None:
-                prog.advance(task, n)
-                done = prog.tasks[task].completed
-                prog.update(task, rate=f"{done / max(time.perf_counter() - t0, 1e-9):,.0f}")
+                prog.update(task, advance=n, info=rate(prog.tasks[task].completed))
 
             gen.progress = tick
             summary = gen.run()
-    except (RunConfigMismatch, FrostTexturesMissing, SourceImageError) as e:
+    except RBAError as e:
         return _fail(console, str(e))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished files are kept; run the same command again to resume")

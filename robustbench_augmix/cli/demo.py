@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     console = Console(stderr=True)
     from .. import demo
     from .._alloc import keep_freed_memory
+    from .._common import RBAError
 
     keep_freed_memory()  # training and evaluation reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
                               severities=_ints(args.severities), threads=args.threads,
                               batched=args.augment_on == "device", progress=not args.no_progress)
         res = demo.run(cfg, console)
-    except (ValueError, FileNotFoundError) as e:
+    except RBAError as e:
         console.print(f"[red]error:[/] {e}")
         return 2
     except KeyboardInterrupt:

@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
+    from .._common import InputError
+
     if s is None:
         return None
     try:
@@ -76,7 +78,7 @@ def _floats(s: str | None, what: str) -> tuple[float, float, float] | None:
     if len(v) == 1:
         v = v * 3
     if len(v) != 3:
-        raise ValueError(f"--{what} must be one or three comma-separated numbers, got {s!r}")
+        raise InputError(f"--{what} must be one or three comma-separated numbers, got {s!r}")
     return v
 
 
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
         )
         ev = Evaluation(model, cfg, pre, info)
         res = ev.run()
-    except (RBAError, ValueError) as e:
+    except RBAError as e:
         return fail(str(e))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished chunks are cached; run the same command to resume")

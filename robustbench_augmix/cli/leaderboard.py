@@ -33,14 +33,15 @@ def main(argv=None) -> int:
     ap.add_argument("--title", default="Robustness report", help="HTML report title")
     args = ap.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
-    from ..report import MixedProtocols, leaderboard, load_results, to_csv, to_latex, to_markdown, to_rich
+    from .._common import InputError, RBAError
+    from ..report import leaderboard, load_results, to_csv, to_latex, to_markdown, to_rich
 
     try:
         docs = load_results(args.results)
         board = leaderboard(docs, allow_mixed=args.allow_mixed, reported=args.reported)
         if args.format == "html" and not args.out:
-            raise ValueError("--format html writes a file: pass --out report.html")
-    except (MixedProtocols, ValueError) as e:
+            raise InputError("--format html writes a file: pass --out report.html")
+    except RBAError as e:
         err.print(f"[bold red]rb-leaderboard:[/] {e}")
         return 2
     plots = None

@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     console = Console(stderr=True)
     from .. import train as T
     from .._alloc import keep_freed_memory
+    from .._common import RBAError
 
     keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
                             progress=not args.no_progress, limit=args.limit, threads=args.threads)
         trainer = T.Trainer(recipe, cfg)
         row = trainer.fit()
-    except (T.TrainError, FileNotFoundError, ValueError) as e:
+    except RBAError as e:
         console.print(f"[red]error:[/] {e}")
         return 2
     except KeyboardInterrupt:
@@ -106,7 +107,6 @@ def main(argv=None) -> int:
     console.print(f"done: {args.out}/model.safetensors and {card}"
                   + (f"; test error {100 * row['test_error']:.2f}%" if row.get("test_error") is not None else ""))
     if args.eval:
-        from .._common import RBAError
         from ..evaluation import evaluate
         from ..zoo import model_classes, resolve_model
 
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             res = evaluate(model, recipe.eval_suite, data, preprocess=pre, model_info=info, device=args.device,
                            out=os.path.join(args.out, "results"), progress=not args.no_progress,
                            classes=model_classes(info))
-        except (RBAError, ValueError) as e:
+        except RBAError as e:
             console.print(f"[red]error:[/] {e}")
             return 2
         Console().print(res.table())

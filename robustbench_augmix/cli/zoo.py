@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", help="list: only cards of this dataset")
     args = ap.parse_args(argv)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
-    from ..zoo import WeightsMissing, cards, get_card, resolve_weights, torch_hub_dir
+    from .._common import RBAError
+    from ..zoo import cards, get_card, resolve_weights, torch_hub_dir
 
     if args.what == "list":
         t = Table(title="model cards (reported numbers in %, from the card's citation)")
@@ -51,7 +52,7 @@ def main(argv=None) -> int:
         return 2
     try:
         card = get_card(args.name)
-    except ValueError as e:
+    except RBAError as e:
         err.print(f"[red]rb-zoo:[/] {e}")
         return 2
     if args.what == "show":
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
         return 0
     try:
         path = resolve_weights(card)
-    except WeightsMissing as e:
+    except RBAError as e:
         err.print(f"[red]rb-zoo:[/] {e}")
         return 2
     out.print(f"{card.id}: {path}")

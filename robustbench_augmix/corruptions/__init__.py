@@ -13,17 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .._common import RBAError
+from .._common import InputError, RBAError
 from . import blur, digital, noise, weather  # noqa: F401  (fill the registry)
 from ._frost import FrostTexturesMissing, set_frost_dir
 from ._ops import floor_levels, levels_to_float, to_uint8
 from ._registry import REGISTRY, Corruption
-from ._rng import Draws, image_seed, rng_device
+from ._rng import Draws, image_seed, image_seeds, rng_device
 from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names, load_suite, suites
 
 __all__ = [
     "REGISTRY", "Corruption", "CorruptionSpec", "FrostTexturesMissing", "Params", "Suite", "UnknownCorruption",
-    "apply", "apply_levels", "check_corruption", "corrupt", "corrupt_levels", "corruption_names", "load_suite",
+    "apply", "check_corruption", "corrupt", "corruption_names", "image_seed", "image_seeds", "load_suite",
     "rng_device", "set_frost_dir", "suites",
 ]
 
@@ -46,7 +46,7 @@ def check_corruption(corruption, suite: Suite) -> None:
 
 def _check_severity(severity) -> int:
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or int(severity) not in SEVERITIES:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+        raise InputError(f"severity must be an integer in 1..5, got {severity!r}")
     return int(severity)
 
 
@@ -55,28 +55,40 @@ def _indices(index, n: int) -> list[int]:
         return list(range(n))
     if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
         if n != 1:
-            raise ValueError(f"index is a single int but the batch has {n} images; pass {n} indices")
+            raise InputError(f"index is a single int but the batch has {n} images; pass {n} indices")
         return [int(index)]
     idx = torch.as_tensor(index).reshape(-1)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.numel() != n:
-        raise ValueError(f"index must hold {n} integers (one per image), got {index!r}")
+        raise InputError(f"index must hold {n} integers (one per image), got {index!r}")
     return [int(i) for i in idx.tolist()]
 
 
-def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imagenet-c",
-          seeds: Sequence[int]) -> torch.Tensor:
-    """Apply one cell to a validated batch with explicit per-image seeds (no checks, no rounding).
+def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imagenet-c", seeds: Sequence[int],
+          levels: bool = False) -> torch.Tensor:
+    """Apply one cell to a validated batch with explicit per-image seeds: the engine's entry point, behind
+    :func:`corrupt` (which validates and keys the seeds), ``rb-corrupt`` and ``rb-eval`` (no checks here).
 
     Args:
-        x: (N, 3, H, W) float in [0, 1] on any device.
-        seeds: N per-image seeds, e.g. from :func:`image_seed`.
+        x: (N, 3, H, W) float in [0, 1] on any device; with ``levels``, uint8 too.
+        seeds: N per-image seeds, e.g. from :func:`image_seeds`.
+        levels: return uint8 levels, quantised as the reference's ``np.uint8`` does (what ``rb-corrupt``
+            stores and ``rb-eval`` scores). A corruption with an 8-bit kernel (JPEG: libjpeg on the uint8
+            batch; pixelate: Pillow's integer BOX passes) then runs it on uint8 CPU data: the same result
+            without the float round trip.
     Returns:
-        (N, 3, H, W) float in [0, 1], same device and dtype.
+        (N, 3, H, W) float in [0, 1] of ``x``'s dtype (not rounded), or uint8 with ``levels``; on ``x``'s
+        device.
     """
-    s = load_suite(suite)
-    spec = s.corruptions[corruption]
-    params = spec.params(severity, s)
     c = REGISTRY[corruption]
+    if levels:
+        if x.dtype == torch.uint8:
+            if c.levels is not None and x.device.type == "cpu":
+                s = load_suite(suite)
+                return c.levels(x.contiguous(), s.corruptions[corruption].params(severity, s))
+            x = levels_to_float(x)
+        return to_uint8(apply(x, corruption, severity, suite=suite, seeds=seeds))
+    s = load_suite(suite)
+    params = s.corruptions[corruption].params(severity, s)
     if x.shape[0] == 0:
         return x.clone()
     n, _, h, w = x.shape
@@ -104,37 +116,6 @@ _CPU_CHUNK = 1_250_000
 def _apply_chunk(c: Corruption, x: torch.Tensor, params: Params, seeds: Sequence[int], h: int, w: int):
     draws = c.sample(Draws(seeds, x.device), h, w, params) if c.sample is not None else {}
     return c.apply(x, params, draws)
-
-
-def apply_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imagenet-c",
-                 seeds: Sequence[int]) -> torch.Tensor:
-    """:func:`apply` to 8-bit images, quantised as the reference's ``np.uint8`` does.
-
-    Args:
-        x: (N, 3, H, W) uint8, or float in [0, 1], on any device.
-        seeds: N per-image seeds.
-    Returns:
-        (N, 3, H, W) uint8 on the same device. A corruption with an 8-bit kernel (JPEG: libjpeg on the
-        uint8 batch; pixelate: Pillow's integer BOX passes) runs it on uint8 CPU data; the result is
-        the same.
-    """
-    c = REGISTRY[corruption]
-    if x.dtype == torch.uint8:
-        if c.levels is not None and x.device.type == "cpu":
-            s = load_suite(suite)
-            return c.levels(x.contiguous(), s.corruptions[corruption].params(severity, s))
-        x = levels_to_float(x)
-    return to_uint8(apply(x, corruption, severity, suite=suite, seeds=seeds))
-
-
-def corrupt_levels(x: torch.Tensor, corruption: str, severity: int, *, suite: str, seed: int,
-                   index: Sequence[int]) -> torch.Tensor:
-    """What ``rb-corrupt`` stores and ``rb-eval`` scores: one cell applied to a validated batch (uint8,
-    or float in [0, 1]) with the per-image seeds of (seed, suite, corruption, severity, index), as uint8
-    levels (N, 3, H, W)."""
-    s = load_suite(suite)
-    seeds = [image_seed(int(seed), s.id, corruption, severity, int(i)) for i in index]
-    return apply_levels(x, corruption, severity, suite=s.id, seeds=seeds)
 
 
 def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c", seed: int = 0,
@@ -165,35 +146,36 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
 
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
-            raise ValueError(f"numpy images must be uint8 (H, W, 3) or (H, W), got dtype {images.dtype}; "
+            raise InputError(f"numpy images must be uint8 (H, W, 3) or (H, W), got dtype {images.dtype}; "
                              "pass a float tensor (N, 3, H, W) in [0, 1] for float data")
         if images.ndim == 2:
             images = np.repeat(images[:, :, None], 3, axis=2)
         if images.ndim != 3 or images.shape[2] != 3:
-            raise ValueError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
+            raise InputError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
         x = torch.from_numpy(np.array(images, copy=True)).permute(2, 0, 1)[None]
-        y = apply_levels(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, 1))
+        seeds = _seeds(seed, s, corruption, severity, index, 1)
+        y = apply(x, corruption, severity, suite=suite, seeds=seeds, levels=True)
         return y[0].permute(1, 2, 0).numpy()
 
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch tensor or a uint8 numpy array, got {type(images).__name__}")
+        raise InputError(f"images must be a torch tensor or a uint8 numpy array, got {type(images).__name__}")
     single = images.dim() == 3
     x = images[None] if single else images
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"images must have shape (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
+        raise InputError(f"images must have shape (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
     if x.shape[-1] < 2 or x.shape[-2] < 2:
-        raise ValueError(f"images must be at least 2x2 pixels, got {tuple(x.shape[-2:])}")
+        raise InputError(f"images must be at least 2x2 pixels, got {tuple(x.shape[-2:])}")
     if x.dtype == torch.uint8:
-        y = apply_levels(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index,
-                                                                          x.shape[0]))
+        y = apply(x, corruption, severity, suite=suite, seeds=_seeds(seed, s, corruption, severity, index, x.shape[0]),
+                  levels=True)
         return y[0] if single else y
     if not x.dtype.is_floating_point:
-        raise ValueError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
+        raise InputError(f"images must be float in [0, 1] or uint8, got dtype {x.dtype}")
     else:
         if torch.isnan(x).any():
-            raise ValueError("images contain NaN values")
+            raise InputError("images contain NaN values")
         if x.numel() and (x.min() < 0 or x.max() > 1):
-            raise ValueError(f"float images must lie in [0, 1], got range [{float(x.min()):.4g}, "
+            raise InputError(f"float images must lie in [0, 1], got range [{float(x.min()):.4g}, "
                              f"{float(x.max()):.4g}]; divide uint8 data by 255")
     seeds = _seeds(seed, s, corruption, severity, index, x.shape[0])
     orig_dtype = x.dtype
@@ -204,5 +186,5 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
 
 def _seeds(seed, s: Suite, corruption: str, severity: int, index, n: int) -> list[int]:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return [image_seed(int(seed), s.id, corruption, severity, i) for i in _indices(index, n)]
+        raise InputError(f"seed must be an integer, got {seed!r}")
+    return image_seeds(int(seed), s.id, corruption, severity, _indices(index, n))

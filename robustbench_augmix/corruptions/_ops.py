@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._common import InputError
+
 # --------------------------------------------------------------------------- 8-bit quantisation
 
 
@@ -80,7 +82,7 @@ def border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
         period = 2 * n
         m = np.mod(idx, period)
         return np.where(m >= n, period - 1 - m, m)
-    raise ValueError(f"unknown border mode {mode!r}")
+    raise InputError(f"unknown border mode {mode!r}")
 
 
 def correlate_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:

@@ -28,7 +28,6 @@ class Corruption:
     Pillow resizes)."""
 
     name: str
-    family: str
     apply: Kernel
     sample: Sampler | None = None
     levels: LevelsKernel | None = None
@@ -37,11 +36,14 @@ class Corruption:
 REGISTRY: dict[str, Corruption] = {}
 
 
-def register(name: str, family: str, sample: Sampler | None = None):
+def register(name: str, sample: Sampler | None = None):
+    """Register ``fn`` as the kernel of corruption ``name`` (its family is the module it lives in, and the
+    suite tables name it)."""
+
     def deco(fn: Kernel) -> Kernel:
         if name in REGISTRY:
             raise ValueError(f"corruption {name!r} registered twice")
-        REGISTRY[name] = Corruption(name, family, fn, sample)
+        REGISTRY[name] = Corruption(name, fn, sample)
         return fn
 
     return deco

@@ -26,6 +26,11 @@ def image_seed(seed: int, suite: str, corruption: str, severity: int, index: int
     return key_hash("rba/v1", seed, suite, corruption, severity, index) >> 1
 
 
+def image_seeds(seed: int, suite: str, corruption: str, severity: int, index: Sequence[int]) -> list[int]:
+    """:func:`image_seed` of every image index of a batch."""
+    return [image_seed(seed, suite, corruption, severity, int(i)) for i in index]
+
+
 def rng_device(device) -> str:
     """The device whose random stream a batch on ``device`` draws its fields from: ``"cpu"``, or
     ``"cuda:<GPU name>"`` (``"cuda:NVIDIA H200"``), or the device type for other accelerators."""

@@ -16,13 +16,13 @@ from ._ops import (
 from ._registry import register
 
 
-@register("defocus_blur", "blur")
+@register("defocus_blur")
 def defocus_blur(x, p, draws):
     """Correlate with the anti-aliased ``disk(radius, alias_blur)`` (IN l. 314-325), BORDER_REFLECT_101."""
     return conv2d_same(x, disk_kernel(float(p.radius), float(p.alias_blur)), "reflect101").clamp(0, 1)
 
 
-@register("gaussian_blur", "blur")
+@register("gaussian_blur")
 def gaussian_blur(x, p, draws):
     """skimage ``gaussian(x, sigma)``: edge-replicated borders, truncate 4 (IN l. 289-293)."""
     return gaussian_filter(x, float(p.sigma), "edge").clamp(0, 1)
@@ -81,7 +81,7 @@ def glass_shuffle(x: torch.Tensor, offsets: torch.Tensor, delta: int) -> torch.T
     return flat.gather(2, src.unsqueeze(1).expand(n, c, -1)).reshape(n, c, h, w)
 
 
-@register("glass_blur", "blur", sample=_sample_glass)
+@register("glass_blur", sample=_sample_glass)
 def glass_blur(x, p, draws):
     """Gaussian blur, floor to 8 bits, ``iterations`` local shuffles, Gaussian blur (IN l. 296-311).
 
@@ -94,14 +94,14 @@ def glass_blur(x, p, draws):
     return gaussian_filter(y, sigma, "edge").clamp(0, 1)
 
 
-@register("motion_blur", "blur", sample=lambda d, h, w, p: {"angle": d.scalars(-45, 45)})
+@register("motion_blur", sample=lambda d, h, w, p: {"angle": d.scalars(-45, 45)})
 def motion_blur(x, p, draws):
     """ImageMagick ``-motion-blur radius x sigma + angle`` with angle ~ U(-45, 45) (IN l. 328-343),
     written out at 8 bits as ImageMagick does (it floors)."""
     return floor_levels(motion_blur_batch(x, float(p.radius), float(p.sigma), draws["angle"]))
 
 
-@register("zoom_blur", "blur")
+@register("zoom_blur")
 def zoom_blur(x, p, draws):
     """Mean of the image and its centre zooms by every factor in ``np.arange(start, stop, step)``
     (IN l. 346-359); 1.0 is among the factors, so the image itself counts twice."""

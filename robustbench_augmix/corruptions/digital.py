@@ -18,7 +18,7 @@ from ._ops import gaussian_filter, levels_to_float, round_levels_u8
 from ._registry import register, register_levels
 
 
-@register("brightness", "digital")
+@register("brightness")
 def brightness(x, p, draws):
     """HSV value ``V <- clip(V + shift)`` (IN l. 497-505). With hue and saturation fixed, the
     HSV round trip scales every channel by V'/V (grey V' where V = 0), which is what we compute."""
@@ -28,7 +28,7 @@ def brightness(x, p, draws):
     return torch.where(v > 0, scaled, v2.expand_as(x)).clamp(0, 1)
 
 
-@register("saturate", "digital")
+@register("saturate")
 def saturate(x, p, draws):
     """HSV saturation ``S <- clip(S * factor + shift)`` (IN l. 508-516), in closed form.
 
@@ -47,7 +47,7 @@ def saturate(x, p, draws):
     return torch.where(delta > 0, coloured, grey).clamp(0, 1)
 
 
-@register("contrast", "digital")
+@register("contrast")
 def contrast(x, p, draws):
     """``(x - m) * factor + m`` with m the per-image, per-channel mean (IN l. 489-494)."""
     xd = x.double()
@@ -162,7 +162,7 @@ def _box_up(src: torch.Tensor, n_out: int) -> torch.Tensor:
         .view(b, n_out, length)
 
 
-@register("pixelate", "digital")
+@register("pixelate")
 def pixelate(x, p, draws):
     """The 8-bit kernel above on the image's nearest 8-bit levels: the reference pixelates a PIL image."""
     return levels_to_float(pixelate_levels(round_levels_u8(x), p), x.dtype)
@@ -299,7 +299,7 @@ def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
     return levels_to_float(jpeg_roundtrip_levels(round_levels_u8(x), quality), x.dtype)
 
 
-@register("jpeg_compression", "digital")
+@register("jpeg_compression")
 def jpeg_compression(x, p, draws):
     """A real JPEG encode/decode at the table's quality with PIL defaults (IN l. 519-526)."""
     return jpeg_roundtrip(x, int(p.quality))
@@ -346,7 +346,7 @@ def warp_affine_reflect101(x: torch.Tensor, mats: np.ndarray) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
-@register("elastic_transform", "digital", sample=_sample_elastic)
+@register("elastic_transform", sample=_sample_elastic)
 def elastic_transform(x, p, draws):
     """Elastic transform of ImageNet-C (IN l. 539-568): a random affine warp (corner points jittered
     by U(-affine, affine)), then bilinear resampling along a smooth random displacement field

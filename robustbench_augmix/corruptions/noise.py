@@ -19,19 +19,19 @@ def _uniform(d, h, w, p):
     return {"u": d.uniform(3, h, w)}
 
 
-@register("gaussian_noise", "noise", sample=_normal)
+@register("gaussian_noise", sample=_normal)
 def gaussian_noise(x, p, draws):
     """``x + N(0, scale)`` per pixel and channel (IN l. 249-253)."""
     return (x + p.scale * draws["noise"]).clamp(0, 1)
 
 
-@register("speckle_noise", "noise", sample=_normal)
+@register("speckle_noise", sample=_normal)
 def speckle_noise(x, p, draws):
     """``x + x * N(0, scale)`` per pixel and channel (IN l. 270-274)."""
     return (x + x * (p.scale * draws["noise"])).clamp(0, 1)
 
 
-@register("impulse_noise", "noise", sample=_uniform)
+@register("impulse_noise", sample=_uniform)
 def impulse_noise(x, p, draws):
     """Salt and pepper per element (skimage ``random_noise(mode='s&p')``, IN l. 263-267): each value
     is replaced with probability ``amount``, by 1 or 0 with equal odds."""
@@ -63,7 +63,7 @@ def _poisson_tables(photons: float) -> tuple[np.ndarray, np.ndarray]:
     return cdf, np.where(settled, start, -1 - start).astype(np.int64)
 
 
-@register("shot_noise", "noise", sample=lambda d, h, w, p: {"u": d.uniform(3, h, w, dtype=torch.float64)})
+@register("shot_noise", sample=lambda d, h, w, p: {"u": d.uniform(3, h, w, dtype=torch.float64)})
 def shot_noise(x, p, draws):
     """``Poisson(x * photons) / photons`` (IN l. 256-260), sampled exactly by inverting the CDF.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from .._common import package_tables, tomllib
+from .._common import InputError, package_tables, tomllib
 
 FAMILIES = ("noise", "blur", "weather", "digital")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -107,12 +107,12 @@ def _parse_corruption(name: str, raw: Mapping[str, Any], where: str) -> Corrupti
     required = ("family", "params", "severity", "source")
     missing = [k for k in required if k not in raw]
     if missing:
-        raise ValueError(f"{where}: corruption '{name}' lacks {missing}")
+        raise InputError(f"{where}: corruption '{name}' lacks {missing}")
     if raw["family"] not in FAMILIES:
-        raise ValueError(f"{where}: corruption '{name}' has family {raw['family']!r}, not one of {FAMILIES}")
+        raise InputError(f"{where}: corruption '{name}' has family {raw['family']!r}, not one of {FAMILIES}")
     sev = tuple(tuple(float(v) for v in row) for row in raw["severity"])
     if len(sev) != 5 or any(len(row) != len(raw["params"]) for row in sev):
-        raise ValueError(f"{where}: corruption '{name}' needs 5 severities of {len(raw['params'])} values")
+        raise InputError(f"{where}: corruption '{name}' needs 5 severities of {len(raw['params'])} values")
     alex = raw.get("alexnet_error")
     return CorruptionSpec(
         name=name,
@@ -135,7 +135,7 @@ def _raw_tables() -> dict[str, dict[str, Any]]:
 def load_suite(suite_id: str) -> Suite:
     raw_all = _raw_tables()
     if suite_id not in raw_all:
-        raise ValueError(f"unknown suite {suite_id!r}; accepted: {', '.join(sorted(raw_all))}")
+        raise InputError(f"unknown suite {suite_id!r}; accepted: {', '.join(sorted(raw_all))}")
     raw = raw_all[suite_id]
     head = raw["suite"]
     body = raw
@@ -150,9 +150,9 @@ def load_suite(suite_id: str) -> Suite:
     ds = raw.get("dataset")
     missing = [k for k in ("name", "num_classes", "classes", "classes_source") if k not in (ds or {})]
     if missing:
-        raise ValueError(f"{where}: [dataset] lacks {missing}")
+        raise InputError(f"{where}: [dataset] lacks {missing}")
     if head.get("dataset", ds["name"]) != ds["name"]:
-        raise ValueError(f"{where}: [suite] dataset {head['dataset']!r} differs from [dataset] name {ds['name']!r}")
+        raise InputError(f"{where}: [suite] dataset {head['dataset']!r} differs from [dataset] name {ds['name']!r}")
     return Suite(
         id=head["id"],
         name=head["name"],

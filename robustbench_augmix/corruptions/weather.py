@@ -18,7 +18,7 @@ def _sample_snow(d, h, w, p):
     return {"flakes": d.normal(1, h, w), "angle": d.scalars(-135, -45)}
 
 
-@register("snow", "weather", sample=_sample_snow)
+@register("snow", sample=_sample_snow)
 def snow(x, p, draws):
     """Snow (IN l. 406-431): a thresholded, zoomed normal field, motion-blurred at 8 bits by an
     angle ~ U(-135, -45), added twice (once rotated 180 degrees) to a brightened, greyed image."""
@@ -52,7 +52,7 @@ def _sample_frost(d, h, w, p):
     return {"texture": idx, "start": torch.tensor(starts, dtype=torch.int64)}
 
 
-@register("frost", "weather", sample=_sample_frost)
+@register("frost", sample=_sample_frost)
 def frost(x, p, draws):
     """``clip(a * x + b * crop(frost texture))`` on the 0-255 scale (IN l. 390-403)."""
     n, _, h, w = x.shape
@@ -77,7 +77,7 @@ def _sample_fog(d, h, w, p):
     return {"plasma": plasma_fractal(d, _fog_mapsize(p, h, w), float(p.wibble_decay))}
 
 
-@register("fog", "weather", sample=_sample_fog)
+@register("fog", sample=_sample_fog)
 def fog(x, p, draws):
     """Add ``thickness`` x a periodic plasma fractal, rescale by ``max / (max + thickness)`` with
     max the image's global maximum (IN l. 381-387)."""
@@ -229,7 +229,7 @@ def _sample_spatter(d, h, w, p):
     return {"liquid": d.normal(1, h, w)}  # np.random.normal(size=(H, W)) (IN l. 438)
 
 
-@register("spatter", "weather", sample=_sample_spatter)
+@register("spatter", sample=_sample_spatter)
 def spatter(x, p, draws):
     """Spatter (IN l. 434-486): a blurred, thresholded normal field drawn as water (severities with
     mode 0: Canny edges -> chamfer distance -> equalised emboss, pale turquoise) or mud (mode 1)."""

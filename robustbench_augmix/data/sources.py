@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .._common import RBAError, cache_dir
+from .._common import InputError, RBAError, cache_dir
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -129,10 +129,10 @@ class ArraySource:
         self.images = np.asarray(self.images)
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise ValueError(f"ArraySource images must be uint8 (N, H, W, 3), got {self.images.dtype} "
+            raise InputError(f"ArraySource images must be uint8 (N, H, W, 3), got {self.images.dtype} "
                              f"{self.images.shape}")
         if len(self.labels) != len(self.images):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise InputError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .._common import key_hash
+from .._common import InputError, key_hash
 from .sources import ArraySource, CifarSource, DatasetMissing, ImageFolderSource
 
 # The demo's data: scikit-learn's copy of the UCI optical digits (1,797 8x8 images, 16 grey levels),
@@ -140,7 +140,7 @@ class TrainSet:
 
     def __post_init__(self) -> None:
         if self.transform not in BASE_TRANSFORMS:
-            raise ValueError(f"unknown base transform {self.transform!r}; accepted: {', '.join(BASE_TRANSFORMS)}")
+            raise InputError(f"unknown base transform {self.transform!r}; accepted: {', '.join(BASE_TRANSFORMS)}")
         self.labels = np.asarray(self.source.labels, dtype=np.int64)
 
     def set_epoch(self, epoch: int) -> None:

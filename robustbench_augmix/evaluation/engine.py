@@ -30,7 +30,7 @@ import torch
 
 from .._alloc import release_free_memory
 from .._common import dist_info, progress_bar, versions
-from ..corruptions import check_corruption, corrupt_levels, load_suite, rng_device
+from ..corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
 from ..corruptions._ops import levels_to_float
 from ..corruptions.digital import jpeg_roundtrip_levels
 from ..corruptions.suites import SEVERITIES, Suite
@@ -143,7 +143,8 @@ class Evaluation:
     # ------------------------------------------------------------------ one batch
     def corrupt(self, x: torch.Tensor, c: str, s: int, idx: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) clean images -> float [0, 1] corrupted ones, as ``rb-corrupt`` writes them."""
-        y = corrupt_levels(x, c, s, suite=self.suite.id, seed=self.cfg.seed, index=idx.tolist())
+        seeds = image_seeds(self.cfg.seed, self.suite.id, c, s, idx.tolist())
+        y = apply(x, c, s, suite=self.suite.id, seeds=seeds, levels=True)
         if self.storage_jpeg:
             y = jpeg_roundtrip_levels(y, self.suite.jpeg_quality or 85)
         # The kernels return contiguous NCHW levels, so the piecewise conversion keeps their layout.

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._common import InputError
+
 
 class _WideBasic(nn.Module):
     """Pre-activation basic block: BN-ReLU-conv3x3-BN-ReLU-conv3x3, 1x1 projection when the width or
@@ -55,7 +57,7 @@ class WideResNet(nn.Module):
     def __init__(self, depth: int = 40, widen: int = 2, num_classes: int = 10, drop: float = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+            raise InputError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
         w = [16, 16 * widen, 32 * widen, 64 * widen]
         self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)
@@ -201,7 +203,7 @@ class CifarResNeXt(nn.Module):
     def __init__(self, depth: int = 29, cardinality: int = 4, base_width: int = 32, num_classes: int = 10) -> None:
         super().__init__()
         if (depth - 2) % 9:
-            raise ValueError(f"ResNeXt depth must be 9n+2, got {depth}")
+            raise InputError(f"ResNeXt depth must be 9n+2, got {depth}")
         n = (depth - 2) // 9
         self.conv_1_3x3 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn_1 = nn.BatchNorm2d(64)

@@ -17,9 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._common import InputError, RBAError
 
-class MixedProtocols(ValueError):
-    pass
+
+class MixedProtocols(RBAError, ValueError):
+    """Results of different protocols were asked to be ranked together."""
 
 
 def _geometry(doc: dict) -> tuple:
@@ -65,12 +67,12 @@ def load_results(paths: Iterable[str | Path]) -> list[dict]:
             doc = json.loads(Path(p).read_text())
             doc["_path"] = str(p)
             if not str(doc.get("schema", "")).startswith("robustbench-augmix/results/"):
-                raise ValueError("not a robustbench-augmix results file")
+                raise InputError("not a robustbench-augmix results file")
         except (OSError, ValueError) as e:
-            raise ValueError(f"{p}: cannot read it as an rb-eval result ({e})") from None
+            raise InputError(f"{p}: cannot read it as an rb-eval result ({e})") from None
         docs.append(doc)
     if not docs:
-        raise ValueError("no result files given")
+        raise InputError("no result files given")
     return docs
 
 

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._common import InputError
+
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22"]
 
@@ -146,7 +148,7 @@ def reliability(docs: Sequence[dict], path: str | Path) -> Path:
     plt = _plt()
     docs = [d for d in docs if d["cells"] and "reliability" in d["cells"][0]]
     if not docs:
-        raise ValueError("these results carry no reliability bins (written by an older rb-eval); re-run rb-eval")
+        raise InputError("these results carry no reliability bins (written by an older rb-eval); re-run rb-eval")
     cols = min(4, len(docs))
     rows = math.ceil(len(docs) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
