@@ -26,7 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import RBAError, atomic_write, dist_info, key_hash, sha256_file, tomllib, versions
+from ._common import (
+    RBAError,
+    atomic_write,
+    dist_info,
+    init_distributed,
+    key_hash,
+    progress_bar,
+    sha256_file,
+    tomllib,
+    versions,
+)
 from .augmix import AugMixDataset, jsd_loss
 from .augmix.batched import augmix_batch
 from .data.training import TrainSet, digits, open_train_set
@@ -207,15 +217,11 @@ class Trainer:
 
         self.r, self.cfg = recipe, config
         self.out = Path(config.out).expanduser()
-        self.rank, self.world, local = dist_info()
-        dev = config.device
-        if dev == "cuda" and self.world > 1:
-            dev = f"cuda:{local}"
-        self.device = torch.device(dev)
         if config.threads:
             torch.set_num_threads(config.threads)
-        if self.world > 1 and not torch.distributed.is_initialized():
-            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        dev, _ = init_distributed(config.device)
+        self.rank, self.world, _ = dist_info()
+        self.device = torch.device(dev)
         if self.r.batch_size % self.world:
             raise TrainError(f"batch size {self.r.batch_size} does not split over {self.world} processes")
         self.batched = config.batched if config.batched is not None else self.device.type == "cuda"
@@ -468,41 +474,32 @@ class Trainer:
 
 
 class _Progress:
-    """A rich progress bar per epoch (images, loss, error, images/s, ETA), and a line per finished epoch."""
+    """A progress bar per epoch (images, loss, error, images/s, ETA), and a line per finished epoch."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.task = None
 
     def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.console = Console(stderr=True)
-            self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=self.console,
-                              transient=True)
-            self.p.__enter__()
+        self._ctx = progress_bar(self.enabled, transient=True)
+        self.p = self._ctx.__enter__()
         return self
 
     def start(self, desc: str, total: int) -> None:
-        if self.enabled:
+        if self.p is not None:
             self.task = self.p.add_task(desc, total=total, info="")
 
     def advance(self, n: int, loss: float, err: float, ips: float) -> None:
-        if self.enabled:
+        if self.p is not None:
             self.p.update(self.task, advance=n, info=f"loss {loss:.3f}  err {100 * err:.1f}%  {ips:.0f} img/s")
 
     def done(self, row: dict) -> None:
-        if self.enabled:
+        if self.p is not None:
             self.p.remove_task(self.task)
             test = "" if row.get("test_error") is None else f"  test error {100 * row['test_error']:.2f}%"
-            self.console.print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train error "
-                               f"{100 * row['train_error']:.2f}%{test}  {row['images_per_s']:.0f} img/s  "
-                               f"{row['seconds']:.1f} s")
+            self.p.console.print(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}  train error "
+                                 f"{100 * row['train_error']:.2f}%{test}  {row['images_per_s']:.0f} img/s  "
+                                 f"{row['seconds']:.1f} s")
 
     def __exit__(self, *exc):
-        if self.enabled:
-            self.p.__exit__(*exc)
-        return False
+        return self._ctx.__exit__(*exc)

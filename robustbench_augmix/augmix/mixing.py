@@ -13,9 +13,8 @@ from PIL import Image
 
 from .._common import InputError
 from ..data.training import sample_key
-from .ops import DEFAULT_OPS, EXTRA_OPS, OpDraw, apply_op
-
-OPS = DEFAULT_OPS + EXTRA_OPS  # an op's index in MixDraw.op
+from .batched import encode_draws
+from .ops import DEFAULT_OPS, EXTRA_OPS, OPS, OpDraw, apply_op
 
 __all__ = ["AugMixDataset", "MixDraw", "augment_and_mix", "draw_mix", "mix_pil", "sample_key"]
 
@@ -121,8 +120,6 @@ class AugMixDataset(torch.utils.data.Dataset):
         img, y = self.base[i]
         draws = self.draws(i)
         if self.batched:
-            from .batched import encode_draws
-
             x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)
             return x, encode_draws(draws, self.kw["width"], self.max_depth), y
         img = img if isinstance(img, Image.Image) else Image.fromarray(img)
