@@ -14,7 +14,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "dist_info", "init_distributed", "json_dump",
-           "key_hash", "package_tables", "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
+__all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "describe_difference", "dist_info",
+           "init_distributed", "json_dump", "key_hash", "package_tables", "progress_bar", "save_npy", "sha256_file",
+           "tomllib", "versions"]
 
 
 class RBAError(Exception):
@@ -115,6 +116,20 @@ def versions() -> dict[str, str]:
 
     return {"robustbench_augmix": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "numpy": np.__version__, "pillow": PIL.__version__, "python": platform.python_version()}
+
+
+# ---------------------------------------------------------------------------------- run identities
+def _short(v) -> str:
+    """A value of a run's identity for an error message: long hashes cut to 12 characters."""
+    if isinstance(v, str) and len(v) > 16:
+        return v[:12] + "..."
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def describe_difference(old: Mapping, new: Mapping) -> tuple[list[str], str]:
+    """The keys that differ, and ``"key: old there, new now; ..."`` for an error message."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return diff, "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in diff)
 
 
 # ---------------------------------------------------------------------------------- distributed

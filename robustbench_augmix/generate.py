@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._common import RBAError, atomic_write, json_dump, save_npy, sha256_file, versions
+from ._common import RBAError, atomic_write, describe_difference, json_dump, save_npy, sha256_file, versions
 from .corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
 from .data.sources import SourceImageError, open_source
 
@@ -77,10 +77,12 @@ class Generator:
         if path.exists():
             old = json.loads(path.read_text())
             if old != cfg:
-                diff = {k: (old.get(k), cfg.get(k)) for k in cfg if old.get(k) != cfg.get(k)}
+                diff, shown = describe_difference(old, cfg)
+                hint = (" The random fields were drawn on another device, whose random stream differs: resume on"
+                        " that device (--device)." if "rng_device" in diff else "")
                 raise RunConfigMismatch(
-                    f"{self.out} holds files from a different run ({diff}, as (found, requested)); "
-                    "use another --out, or delete that folder to start over"
+                    f"{self.out} holds files from a different run ({shown}).{hint} Use another --out, or delete "
+                    "that folder to start over"
                 )
         else:
             json_dump(path, cfg)

@@ -141,3 +141,82 @@ def test_rb_bench_corruptions_table(io, tmp_path, capsys):
     assert all(r["ours_ms"] > 0 and r["reference_ms"] > 0 for r in rows)
     md = capsys.readouterr().out
     assert "| pixelate |" in md and "| spatter (extra) |" in md and "1 benchmark corruptions (sum)" in md
+
+
+# ------------------------------------------------------------------------------ the shared kernel contract
+def _odd_photos(n: int, h: int = 33, w: int = 37) -> torch.Tensor:
+    """n photographs at an odd, non-square size, uint8 (N, 3, H, W)."""
+    from PIL import Image
+
+    return torch.from_numpy(np.stack([np.asarray(Image.fromarray(photo(i, 64)).resize((w, h), Image.BILINEAR))
+                                      for i in range(n)])).permute(0, 3, 1, 2).contiguous()
+
+
+DTYPES = {"uint8": torch.uint8, "float32": torch.float32, "float64": torch.float64}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("name", IMPLEMENTED)
+def test_check_kernel_every_corruption_severity_and_dtype(name, severity, dtype):
+    """check_kernel (tests/checkers.py) over the registry: odd sizes, N = 0 and 1, non-contiguous and
+    channels-last inputs; float64 gives exactly the float32 result, uint8 its 8-bit levels."""
+    from checkers import check_kernel
+
+    u8 = _odd_photos(3)
+    x = u8 if dtype == "uint8" else u8.to(DTYPES[dtype]) / 255
+
+    def fn(t, index):
+        return rba.corrupt(t, name, severity, suite="cifar10-c", seed=5, index=index)
+
+    y = check_kernel(fn, x, value_range=(0, 255) if dtype == "uint8" else (0.0, 1.0))
+    if dtype == "float64":
+        assert torch.equal(y.float(), fn(u8.float() / 255, [0, 1, 2]))
+    if dtype == "uint8":
+        assert torch.equal(y, (fn(u8.float() / 255, [0, 1, 2]) * 255).round().to(torch.uint8))
+
+
+@pytest.mark.parametrize("op", list(__import__("robustbench_augmix.augmix", fromlist=["OP_TABLE"]).OP_TABLE))
+def test_check_kernel_every_augmix_operation(op):
+    """The batched AugMix kernels under the same contract, each image with its own level and sign, and equal
+    to the Pillow kernel of the op table on every image."""
+    from checkers import check_kernel
+    from PIL import Image
+
+    from robustbench_augmix.augmix import OP_TABLE, OpDraw, apply_op
+    from robustbench_augmix.augmix.ops import apply_op_batch
+
+    x = _odd_photos(4).double()
+    levels = torch.tensor([0.3, 1.7, 2.4, 2.95], dtype=torch.float64)
+    signs = torch.tensor([1, -1, -1, 1])
+
+    def fn(t, index):
+        return apply_op_batch(t, op, levels[index], signs[index])
+
+    y = check_kernel(fn, x, value_range=(0, 255))
+    for i in range(4):
+        pil = Image.fromarray(x[i].permute(1, 2, 0).byte().numpy())
+        ref = np.asarray(apply_op(pil, OpDraw(op, float(levels[i]), int(signs[i]))))
+        assert np.array_equal(y[i].permute(1, 2, 0).byte().numpy(), ref), (op, i)
+    assert OP_TABLE[op].extra == (op in rba_augmix_extra())
+
+
+def rba_augmix_extra():
+    from robustbench_augmix.augmix import EXTRA_OPS
+
+    return EXTRA_OPS
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kw", [{}, {"resize": 40, "crop": 36}, {"crop": 31},
+                                {"resize": 24, "interpolation": "bicubic"}])
+def test_check_kernel_preprocess(kw, dtype):
+    from checkers import check_kernel
+
+    from robustbench_augmix.preprocess import Preprocess
+
+    p = Preprocess(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), **kw)
+    x = _odd_photos(3).to(dtype) / 255
+    # interpolation kernels may sum in another order for other memory layouts: one float32 ulp at these values
+    check_kernel(lambda t, index: p(t), x, value_range=None, same_shape=not kw,
+                 atol=0 if "resize" not in kw else 1e-5)

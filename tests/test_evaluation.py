@@ -345,3 +345,77 @@ def test_progress_has_a_bar_per_corruption_with_its_rate(cifar_eval, tmp_path, c
         assert f"{2 * N}/{2 * N}" in lines[c] and "img/s" in lines[c], lines[c]  # 2 severities x N images
     assert f"{N}/{N}" in lines["clean"]
     assert any(f"{N + 2 * N * len(CELLS)}/{N + 2 * N * len(CELLS)}" in ln for ln in lines.values()), err
+
+
+def test_a_cache_drawn_on_another_device_is_refused(cifar_eval, tmp_path, monkeypatch):
+    """Random fields are drawn on the device, so the device is part of the run identity: cells drawn on the
+    CPU are never completed with a GPU's stream (simulated here; tests/test_gpu.py does it on a real GPU)."""
+    root, factory, model, *_ = cifar_eval
+    kw = dict(corruptions=["gaussian_noise"], severities=[2], out=str(tmp_path / "r"), chunk_size=20, n_boot=0,
+              progress=False, name="dev")
+    res = Evaluation(model, Config(suite="cifar10-c", data=str(root), **kw)).run()
+    assert res.data["data"]["rng_device"] == "cpu"
+    assert json.loads((tmp_path / "r" / "dev.cells" / "run.json").read_text())["rng_device"] == "cpu"
+    import robustbench_augmix.evaluation.cache as cache
+
+    monkeypatch.setattr(cache, "rng_device", lambda device: "cuda:NVIDIA H200")
+    with pytest.raises(CacheMismatch, match=r"rng_device: cpu there, cuda:NVIDIA H200 now.*another device"):
+        Evaluation(model, Config(suite="cifar10-c", data=str(root), **kw)).run()
+    # Read from files, nothing is drawn: the device does not enter the identity.
+    corrupt_main(["--suite", "cifar10-c", "--data", str(root), "--out", str(tmp_path / "C"), "--corruptions",
+                  "gaussian_noise", "--severities", "2"])
+    off = dict(kw, name="off", source="official", clean_data=str(root))
+    monkeypatch.setattr(cache, "rng_device", lambda device: "cpu")
+    Evaluation(model, Config(suite="cifar10-c", data=str(tmp_path / "C"), **off)).run()
+    monkeypatch.setattr(cache, "rng_device", lambda device: "cuda:NVIDIA H200")
+    again = Evaluation(model, Config(suite="cifar10-c", data=str(tmp_path / "C"), **off)).run()
+    assert again.data["resumed_image_cells"] == 2 * N and again.data["data"]["rng_device"] is None
+
+
+def _tiny_imagenet_tree(root, classes: int = 200, filled=(0, 7, 123, 199), per_class: int = 2):
+    """A Tiny-ImageNet-shaped val tree: one folder per class (n00000000 ...), JPEGs in a few of them."""
+    from PIL import Image
+
+    for c in range(classes):
+        d = root / f"n{c:08d}"
+        d.mkdir(parents=True)
+        if c in filled:
+            for k in range(per_class):
+                Image.fromarray(photo(c + k, 64)).save(d / f"val_{c}_{k}.JPEG", quality=90)
+    return root
+
+
+def test_tinyimagenet_c_with_a_200_class_model_end_to_end(tmp_path):
+    """The class count comes from the suite table's [dataset] (200), not a fallback of 1000: --arch without
+    --num-classes builds a 200-way head and loads a 200-class checkpoint; the run scores every cell."""
+    import timm
+    from safetensors.torch import save_file
+
+    data = _tiny_imagenet_tree(tmp_path / "val")
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", num_classes=200)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    out = tmp_path / "res"
+    assert _run(["--arch", "timm:resnet18", "--checkpoint", str(tmp_path / "r18.safetensors"), "--suite",
+                 "tinyimagenet-c", "--data", str(data), "--corruptions", "fog,pixelate", "--severities", "1,5",
+                 "--out", str(out), "--batch-size", "4"]) == 0
+    doc = json.loads((out / "r18__tinyimagenet-c.json").read_text())
+    assert doc["model"]["num_classes"] == 200 and doc["suite"]["dataset"] == "tinyimagenet"
+    assert doc["data"]["n_images"] == 8 and len(doc["cells"]) == 5
+    # The same numbers as a direct computation: corrupt, JPEG round trip (storage), model.
+    from robustbench_augmix.corruptions.digital import jpeg_roundtrip_levels
+    from robustbench_augmix.data.sources import open_source
+
+    src = open_source(str(data), rba.load_suite("tinyimagenet-c"))
+    x = torch.from_numpy(np.stack([src.read(i) for i in range(len(src))])).permute(0, 3, 1, 2)
+    pre = rba.Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    net.eval()
+    for cell in doc["cells"]:
+        if cell["corruption"] == "clean":
+            xc = x.float() / 255
+        else:
+            u8 = rba.corrupt(x, cell["corruption"], cell["severity"], suite="tinyimagenet-c")
+            xc = jpeg_roundtrip_levels(u8, 85).float() / 255
+        with torch.no_grad():
+            pred = net(pre(xc)).argmax(1).numpy()
+        assert cell["correct"] == int((pred == src.labels).sum()), cell["corruption"]

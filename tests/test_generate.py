@@ -113,3 +113,21 @@ def test_gallery(tmp_path):
     assert main(["--gallery", str(tmp_path / "g.png"), "--suite", "cifar10-c"]) == 0
     with Image.open(tmp_path / "g.png") as im:
         assert im.size[1] > 18 * 128
+
+
+def test_resuming_on_another_random_stream_device_is_refused(cifar_root, tmp_path, capsys, monkeypatch):
+    """rb-corrupt's run identity names the device whose random stream drew the fields: files drawn on the
+    CPU are never completed on a GPU (simulated; tests/test_gpu.py runs it on a real one)."""
+    import robustbench_augmix.generate as generate
+
+    root, _ = cifar_root
+    out = str(tmp_path / "o")
+    args = ["--suite", "cifar10-c", "--data", str(root), "--out", out, "--corruptions", "gaussian_noise,fog"]
+    assert main([*args, "--limit", "6"]) == 0
+    assert json.loads((tmp_path / "o" / ".rba" / "run.json").read_text())["rng_device"] == "cpu"
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["rng_device"] == "cpu"
+    monkeypatch.setattr(generate, "rng_device", lambda device: "cuda:NVIDIA H200")
+    capsys.readouterr()
+    assert main([*args, "--limit", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "rng_device: cpu there, cuda:NVIDIA H200 now" in err and "another device" in err

@@ -141,3 +141,26 @@ def test_a_training_epoch_on_cuda_with_amp_and_channels_last(tmp_path):
     assert t.batched  # AugMix runs on the device by default on CUDA
     row = t.fit()
     assert np.isfinite(row["train_loss"]) and (tmp_path / "run" / "card.toml").exists()
+
+
+def test_cells_drawn_on_the_cpu_are_not_completed_on_cuda(tmp_path, cifar_root, capsys):
+    """rb-eval and rb-corrupt record the random-stream device: a CPU run resumed with --device cuda is
+    refused, naming the devices, instead of mixing two streams."""
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.cli.eval import main as eval_main
+    from robustbench_augmix.models import build
+
+    root, _ = cifar_root
+    torch.manual_seed(0)
+    w = tmp_path / "w.pt"
+    torch.save(build("cifar:wrn40_2", num_classes=10).state_dict(), w)
+    common = ["--checkpoint", str(w), "--arch", "cifar:wrn40_2", "--data", str(root), "--corruptions",
+              "gaussian_noise", "--severities", "2", "--no-progress", "--bootstrap", "0", "--out", str(tmp_path / "r")]
+    assert eval_main(common) == 0
+    assert eval_main([*common, "--device", "cuda"]) == 2
+    assert "rng_device: cpu there, cuda:" in capsys.readouterr().err
+    args = ["--suite", "cifar10-c", "--data", str(root), "--out", str(tmp_path / "C"), "--corruptions",
+            "gaussian_noise"]
+    assert corrupt_main(args) == 0
+    assert corrupt_main([*args, "--device", "cuda"]) == 2
+    assert "rng_device: cpu there, cuda:" in capsys.readouterr().err

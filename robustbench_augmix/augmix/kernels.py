@@ -26,8 +26,8 @@ def _apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
 
 
 def _histogram(x: torch.Tensor) -> torch.Tensor:
-    b, c = x.shape[:2]
-    idx = x.reshape(b * c, -1).long()
+    b, c, h, w = x.shape
+    idx = x.reshape(b * c, h * w).long()
     hist = torch.zeros((b * c, 256), dtype=torch.int64, device=x.device)
     hist.scatter_add_(1, idx, torch.ones_like(idx))
     return hist.reshape(b, c, 256)
@@ -77,30 +77,46 @@ def solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- affine operations
 def _pil_affine(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """``Image.transform(size, AFFINE, coeffs, BILINEAR)`` with black fill, for a batch.
+    """``Image.transform(size, AFFINE, coeffs, BILINEAR)`` with black fill, for a batch, in Pillow's own
+    arithmetic (libImaging/Geometry.c ``affine_transform`` and ``bilinear_filter32RGB``), so that values a
+    hair below an integer truncate as Pillow truncates them.
 
-    Output pixel (x, y) samples the input at ``(a (x+.5) + b (y+.5) + c, d (x+.5) + e (y+.5) + f)``;
-    points outside ``[0, W) x [0, H)`` are filled, the others are interpolated bilinearly between pixel
-    centres with clamped neighbours (``grid_sample`` with border padding is the same rule) and truncated,
-    all in float64 as Pillow computes them.
+    Output pixel (x, y) samples the input at ``xin = a (x+.5) + b (y+.5) + c``, ``yin = d (x+.5) + e (y+.5)
+    + f``, summed left to right in float64; points outside ``[0, W) x [0, H)`` are black. Inside, with
+    ``x0 = floor(xin - .5)`` and ``dx = xin - .5 - x0`` (likewise y), Pillow lerps along x on row ``y0``
+    and on row ``y0 + 1`` (that row's columns clamped to the image; a missing row repeats the first), then
+    along y, each lerp as ``p + (q - p) d``, and truncates.
 
     Args:
         x: (B, C, H, W) integer-valued float.
         coeffs: (B, 6) float64.
     """
     b, c, h, w = x.shape
-    a = coeffs.to(x.device, torch.float64)
-    xs = torch.arange(w, device=x.device, dtype=torch.float64) + 0.5
-    ys = torch.arange(h, device=x.device, dtype=torch.float64) + 0.5
-    xin = (a[:, 0, None] * xs)[:, None, :] + (a[:, 1, None] * ys + a[:, 2, None])[:, :, None]
-    yin = (a[:, 3, None] * xs)[:, None, :] + (a[:, 4, None] * ys + a[:, 5, None])[:, :, None]
+    a = coeffs.to(x.device, torch.float64).reshape(-1, 6, 1, 1)
+    xs = (torch.arange(w, device=x.device, dtype=torch.float64) + 0.5).view(1, 1, w)
+    ys = (torch.arange(h, device=x.device, dtype=torch.float64) + 0.5).view(1, h, 1)
+    xin = a[:, 0] * xs + a[:, 1] * ys + a[:, 2]  # (B, H, W), in affine_transform's order
+    yin = a[:, 3] * xs + a[:, 4] * ys + a[:, 5]
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    grid = torch.stack((xin * (2.0 / w) - 1, yin * (2.0 / h) - 1), -1)
-    v = F.grid_sample(x.double(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    # grid_sample weighs the four neighbours where Pillow interpolates twice; the two differ by ~1e-13,
-    # which would truncate an exact integer (a flat region) one level low. The nudge is far below any
-    # fraction Pillow can produce at these coordinates' precision.
-    return v.add_(1e-9).floor_().mul_(inside[:, None]).to(x.dtype)  # floor == trunc: values are >= 0
+    xf, yf = xin - 0.5, yin - 0.5
+    x0, y0 = xf.floor(), yf.floor()
+    dx, dy = (xf - x0)[:, None], (yf - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    xa, xb = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    ya, yb = y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1)
+    second_row = ((y0 + 1 >= 0) & (y0 + 1 < h))[:, None]
+    flat = x.double().reshape(b, c, h * w)
+
+    def pick(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        idx = (yy * w + xx).reshape(b, 1, h * w).expand(b, c, h * w)
+        return flat.gather(2, idx).reshape(b, c, h, w)
+
+    p00, p01 = pick(ya, xa), pick(ya, xb)
+    v1 = p00 + (p01 - p00) * dx
+    p10, p11 = pick(yb, xa), pick(yb, xb)
+    v2 = torch.where(second_row, p10 + (p11 - p10) * dx, v1)
+    v = v1 + (v2 - v1) * dy
+    return v.trunc_().mul_(inside[:, None]).to(x.dtype)
 
 
 def _translate(x: torch.Tensor, shift: torch.Tensor, dim: int) -> torch.Tensor:

@@ -58,6 +58,8 @@ def _indices(index, n: int) -> list[int]:
             raise InputError(f"index is a single int but the batch has {n} images; pass {n} indices")
         return [int(index)]
     idx = torch.as_tensor(index).reshape(-1)
+    if idx.numel() == 0 and n == 0:  # torch reads an empty list as float
+        return []
     if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.numel() != n:
         raise InputError(f"index must hold {n} integers (one per image), got {index!r}")
     return [int(i) for i in idx.tolist()]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._common import RBAError, json_dump
+from .._common import RBAError, describe_difference, json_dump
 from ..corruptions import rng_device
 
 SCHEMA = "robustbench-augmix/results/1"
@@ -52,19 +52,6 @@ def run_identity(*, model: str, suite, source: str, seed: int, storage_jpeg: boo
         "labels": hashlib.sha256(np.asarray(labels).tobytes()).hexdigest()[:16], "chunk_size": chunk_size,
         "amp": amp, "rng_device": rng_device(device) if source == "generate" else None,
     }
-
-
-def _short(v) -> str:
-    """A value of a run's identity for an error message: long hashes cut to 12 characters."""
-    if isinstance(v, str) and len(v) > 16:
-        return v[:12] + "..."
-    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
-
-
-def describe_difference(old: Mapping, new: Mapping) -> tuple[list[str], str]:
-    """The keys that differ, and ``"key: old there, new now; ..."`` for an error message."""
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return diff, "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in diff)
 
 
 class CellCache:
