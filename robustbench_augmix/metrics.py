@@ -30,7 +30,12 @@ Cell = tuple[str, int]
 
 
 def error(correct: np.ndarray) -> float:
-    """Error rate: ``1 - mean(correct)`` over a boolean or 0/1 array."""
+    """Error rate: ``1 - mean(correct)`` over a boolean or 0/1 array.
+
+    Examples:
+        >>> error([True, False, True, True])
+        0.25
+    """
     correct = np.asarray(correct)
     if correct.size == 0:
         raise InputError("error of an empty set of predictions is undefined")
@@ -55,7 +60,12 @@ def mean_corruption_error(cell_errors: Mapping[Cell, float], names: Sequence[str
 
 
 def corruption_error(errors: Sequence[float], baseline: Sequence[float]) -> float:
-    """``CE = sum_s E_s / sum_s A_s`` over the same severities (Hendrycks & Dietterich 2019, eq. 1)."""
+    """``CE = sum_s E_s / sum_s A_s`` over the same severities (Hendrycks & Dietterich 2019, eq. 1).
+
+    Examples:
+        >>> corruption_error([0.2, 0.4], [0.5, 0.5])  # (0.2 + 0.4) / (0.5 + 0.5)
+        0.6000000000000001
+    """
     e, a = np.asarray(errors, float), np.asarray(baseline, float)
     if e.shape != a.shape or e.size == 0:
         raise InputError(f"need one baseline error per severity, got {e.size} and {a.size}")

@@ -8,8 +8,9 @@ generator gives a different, equally valid stream, which may also depend on the 
 kernels split a field over as many threads as the GPU has). So the device is part of every run's
 identity (:func:`rng_device`): a run is never completed on a device that draws another stream.
 
-Drawing the fields on the CPU and moving them would make the output device-independent, but costs more
-than the whole GPU budget per image (``rb-bench draws``, docs/performance.md).
+Drawing the fields on the CPU and moving them would make the output device-independent, but costs far more
+than the whole GPU budget: 13.5 ms of CPU time and 6 MiB to move per 224-px image over the random ones,
+against 0.05 ms per image at the 20,000 images/s target (``benchmarks/rng_draws.py``, docs/performance.md).
 """
 
 from __future__ import annotations

@@ -171,10 +171,25 @@ def load_suite(suite_id: str) -> Suite:
 
 
 def suites() -> list[str]:
-    """The ids of all suites, e.g. ``['cifar10-c', 'cifar100-c', 'imagenet-c', 'tinyimagenet-c']``."""
+    """The ids of all suites.
+
+    Examples:
+        >>> suites()
+        ['cifar10-c', 'cifar100-c', 'imagenet-c', 'tinyimagenet-c']
+        >>> s = load_suite("tinyimagenet-c")
+        >>> s.dataset, s.num_classes, s.image_size
+        ('tinyimagenet', 200, 64)
+    """
     return sorted(_raw_tables())
 
 
 def corruption_names(suite: str = "imagenet-c", extra: bool = False) -> list[str]:
-    """The corruptions of a suite in the benchmark's order; ``extra=True`` appends the 4 extra ones."""
+    """The corruptions of a suite in the benchmark's order; ``extra=True`` appends the 4 extra ones.
+
+    Examples:
+        >>> corruption_names("cifar10-c")[:3], len(corruption_names())
+        (['gaussian_noise', 'shot_noise', 'impulse_noise'], 15)
+        >>> corruption_names(extra=True)[-4:]
+        ['speckle_noise', 'gaussian_blur', 'spatter', 'saturate']
+    """
     return load_suite(suite).names(extra=extra)
