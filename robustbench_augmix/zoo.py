@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import io
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._common import InputError, RBAError, package_tables, sha256_file, tomllib
+from ._common import InputError, RBAError, atomic_write, package_tables, sha256_file, tomllib
 
 REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
             "reported")
@@ -338,3 +340,28 @@ def _checkpoint_provenance(path) -> dict:
 def model_classes(info) -> list[str] | None:
     """The class names of a resolved model's outputs, where its card declares them (else None)."""
     return get_card(info["card"]).class_names() if info.get("card") else None
+
+
+# ------------------------------------------------------------------------------------- writing cards
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a TOML basic string is a JSON string
+
+
+def write_card(path: Path, tables: Mapping[str, Any]) -> None:
+    """Write a model card (flat keys first, then one level of tables) as TOML."""
+    out = io.StringIO()
+    for k, v in tables.items():
+        if not isinstance(v, Mapping):
+            out.write(f"{k} = {_toml_value(v)}\n")
+    for k, v in tables.items():
+        if isinstance(v, Mapping):
+            out.write(f"\n[{k}]\n")
+            for kk, vv in v.items():
+                out.write(f"{kk} = {_toml_value(vv)}\n")
+    atomic_write(path, lambda p: p.write_text(out.getvalue(), encoding="utf-8"))

@@ -1,0 +1,109 @@
+"""Training recipes as data (``recipes.toml``): the paper's CIFAR and ImageNet schedules and the demo's,
+loaded into frozen :class:`Recipe` dataclasses with overrides checked, and the learning-rate schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import math
+from dataclasses import dataclass
+
+from ._common import RBAError, tomllib
+
+
+class TrainError(RBAError, ValueError):
+    """A user-facing training problem (bad recipe, override, data or resume state)."""
+
+
+# ------------------------------------------------------------------------------------------ recipes
+@dataclass(frozen=True)
+class Recipe:
+    id: str
+    dataset: str
+    arch: str
+    epochs: int
+    batch_size: int
+    lr: float
+    lr_min: float
+    schedule: str
+    lr_batch_scaling: bool
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    augmix: bool
+    jsd: bool
+    jsd_lambda: float
+    severity: float
+    width: int
+    depth: int
+    alpha: float
+    all_ops: bool
+    transform: str
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    eval_suite: str
+    source: str
+    card: str = ""  # the zoo card whose reported numbers this recipe, run unchanged, reproduces
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @property
+    def text(self) -> str:
+        aug = ("AugMix" + (f" + JSD (lambda {self.jsd_lambda:g})" if self.jsd else "") +
+               f", severity {self.severity:g}, width {self.width}" if self.augmix else "standard (no AugMix)")
+        return (f"{self.epochs} epochs, SGD{' nesterov' if self.nesterov else ''} lr {self.lr:g} "
+                f"({'per-step cosine' if self.schedule == 'cosine' else 'x0.1 at 1/3 and 2/3'}), batch "
+                f"{self.batch_size}, wd {self.weight_decay:g}; {aug}; {self.transform}")
+
+
+def _recipe_table() -> dict:
+    text = importlib.resources.files("robustbench_augmix").joinpath("recipes.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def recipes() -> list[str]:
+    """The recipe names ``rb-train --recipe`` accepts."""
+    return sorted(_recipe_table()["recipe"])
+
+
+def load_recipe(name: str, **overrides) -> Recipe:
+    """A recipe by name with fields overridden (``load_recipe('cifar10-wrn40_2-augmix', epochs=10)``)."""
+    table = _recipe_table()
+    if name not in table["recipe"]:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(table["recipe"]), n=3)
+        raise TrainError(f"no recipe {name!r}" + (f"; did you mean {', '.join(near)}?" if near else "") +
+                         f" (available: {', '.join(sorted(table['recipe']))})")
+    raw = dict(table["base"][table["recipe"][name]["base"]])
+    raw.update({k: v for k, v in table["recipe"][name].items() if k != "base"})
+    fields = {f.name: f for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise TrainError(f"unknown recipe fields {unknown}; accepted: {', '.join(sorted(fields))}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw["id"] = name
+    raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+    if raw["schedule"] not in ("cosine", "step"):
+        raise TrainError(f"schedule must be cosine or step, got {raw['schedule']!r}")
+    if raw["jsd"] and not raw["augmix"]:
+        raise TrainError("the JSD loss needs AugMix views: pass --no-jsd with --no-augmix")
+    return Recipe(**{k: raw[k] for k in fields if k in raw})
+
+
+def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser step ``step`` (0-based) of the recipe's schedule.
+
+    cosine: ``lr_min + (lr - lr_min) (1 + cos(pi step / total)) / 2`` per step (cifar.py ``get_lr``);
+    step: ``lr x 0.1^k`` with k the number of thirds of the epochs passed (imagenet.py ``adjust_learning_rate``),
+    times ``batch / 256`` when ``lr_batch_scaling``.
+    """
+    if r.schedule == "cosine":
+        total = r.epochs * steps_per_epoch
+        return r.lr_min + (r.lr - r.lr_min) * 0.5 * (1 + math.cos(step / total * math.pi))
+    k = max(r.epochs // 3, 1)
+    epoch = step // steps_per_epoch
+    lr = r.lr * (1.0 if epoch < k else 0.1 if epoch < 2 * k else 0.01)
+    return lr * (r.batch_size / 256 if r.lr_batch_scaling else 1.0)
