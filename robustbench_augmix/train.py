@@ -1,5 +1,6 @@
-"""AugMix + JSD training (recipes in :mod:`.recipes`): a resumable loop, DistributedDataParallel under torchrun, and
-the trained model written as safetensors with a model card that ``rb-eval`` and the zoo read.
+"""AugMix + JSD training (the recipes are in :mod:`.recipes`): a resumable loop, DistributedDataParallel
+under torchrun, and the trained model written as safetensors with a model card that ``rb-eval`` and the
+zoo read.
 
 Determinism: the shuffling order of epoch ``e`` comes from a generator seeded by (seed, e); every image's
 crop, flip and AugMix draws come from (seed, e, index) (:func:`~robustbench_augmix.data.training.sample_key`);
