@@ -30,6 +30,33 @@ def test_suite_schema(sid):
             assert set(c.param_names) <= set(p)
     if s.layout == "imagefolder":
         assert s.jpeg_quality == 85
+    # The dataset facts: the published class counts (CIFAR-10/100: Krizhevsky 2009; ILSVRC-2012: 1000
+    # classes; Tiny ImageNet: 200), with the class order and its source stated.
+    assert (s.dataset, s.num_classes) == {"cifar10-c": ("cifar10", 10), "cifar100-c": ("cifar100", 100),
+                                          "imagenet-c": ("imagenet", 1000),
+                                          "tinyimagenet-c": ("tinyimagenet", 200)}[sid]
+    assert s.classes.strip() and s.classes_source.strip()
+    from robustbench_augmix.zoo import DATASETS
+
+    assert s.dataset in DATASETS, "model cards must be able to name this dataset"
+
+
+@pytest.mark.parametrize("sid", rba.suites())
+def test_kernels_live_in_the_module_of_their_family(sid):
+    from robustbench_augmix.corruptions import REGISTRY
+
+    for name, c in load_suite(sid).corruptions.items():
+        assert REGISTRY[name].apply.__module__.rsplit(".", 1)[1] == c.family, name
+
+
+def test_dataset_facts_stay_out_of_the_table_hash():
+    """[dataset] is metadata: adding it left every table hash as it was (the values published results and
+    caches were made with, recorded in benchmarks/full-cifar10c-*.json)."""
+    import json
+    from pathlib import Path
+
+    rec = json.loads((Path(__file__).parents[1] / "benchmarks" / "full-cifar10c-wrn40_2-cpu-2core.json").read_text())
+    assert rec["suite"]["table_hash"] == load_suite("cifar10-c").table_hash
 
 
 def test_imagenet_alexnet_rows_match_published_averages():

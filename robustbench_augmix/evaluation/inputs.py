@@ -80,12 +80,12 @@ def open_data(suite: Suite, *, source: str, data, clean_data, clean: bool, cells
     out = EvalData(clean_src, official, torch.as_tensor(labels[0]), n if limit is None else min(limit, n),
                    suite.num_classes, "folder names, sorted")
     first = srcs[0]
-    if isinstance(first, ArraySource) and (first.classes or suite.layout != "npy"):
-        out.num_classes = len(first.classes) if first.classes else int(first.labels.max()) + 1
-    elif suite.layout == "npy":
-        out.class_order = f"{suite.dataset} label order"
-    else:
+    # The data's own class list where it has one (ImageFolder folders, named in-memory classes); else the
+    # suite table's: labels are then indices into the dataset's classes, in its order.
+    if getattr(first, "classes", None):
         out.num_classes = len(first.classes)
+    else:
+        out.class_order = f"{suite.dataset} label order"
     if classes is not None and suite.layout != "npy":
         map_classes(out, list(first.classes or []), list(classes))
     return out
