@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -24,8 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "describe_difference", "dist_info",
-           "init_distributed", "json_dump", "key_hash", "package_tables", "progress_bar", "save_npy", "sha256_file",
-           "tomllib", "versions"]
+           "finite_json", "init_distributed", "json_dump", "key_hash", "package_tables", "plain_name", "progress_bar",
+           "save_npy", "sha256_file", "tomllib", "versions"]
 
 
 class RBAError(Exception):
@@ -55,6 +56,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def plain_name(name, what: str) -> str:
+    """``name`` if it is a plain file name (no folder part, not ``.``/``..``, not hidden, no NUL), else an
+    :class:`InputError`: names from cards, options and run folders never reach outside their folder."""
+    ok = (isinstance(name, str) and name and name == name.strip() and not name.startswith(".")
+          and not any(c in name for c in "/\\\0"))
+    if not ok:
+        raise InputError(f"{what} {name!r} is not a plain file name: it must name a file inside its folder, without "
+                         "'/', '\\', a leading '.' or surrounding spaces")
+    return name
+
+
 def save_npy(path: Path, arr) -> None:
     """``np.save`` through a closed-before-rename file handle (for :func:`atomic_write`)."""
     import numpy as np
@@ -63,9 +75,22 @@ def save_npy(path: Path, arr) -> None:
         np.save(f, arr)
 
 
+def finite_json(obj):
+    """``obj`` with every non-finite float replaced by None (JSON's null: the value is undefined)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def json_dump(path: Path, obj) -> None:
-    """``obj`` as indented, key-sorted JSON, atomically."""
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, sort_keys=True)))
+    """``obj`` as indented, key-sorted, strict JSON (no bare NaN or Infinity, which strict parsers reject:
+    an undefined value is null), atomically."""
+    text = json.dumps(finite_json(obj), indent=1, sort_keys=True, allow_nan=False)
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 def sha256_file(path: str | os.PathLike) -> str:

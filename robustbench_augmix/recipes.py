@@ -86,6 +86,12 @@ def load_recipe(name: str, **overrides) -> Recipe:
     raw.update({k: v for k, v in overrides.items() if v is not None})
     raw["id"] = name
     raw["mean"], raw["std"] = tuple(raw["mean"]), tuple(raw["std"])
+    bad = [f"{k} = {raw[k]!r}" for k, f in fields.items() if k in raw and f.type in ("float", "int")
+           and not (isinstance(raw[k], (int, float)) and math.isfinite(raw[k]))]
+    bad += [f"{k} = {raw[k]!r}" for k in ("lr", "epochs", "batch_size") if k in raw and not bad and raw[k] <= 0]
+    if bad:
+        raise TrainError(f"recipe {name}: {', '.join(bad)} is not a usable value (finite, and positive for lr, "
+                         "epochs and batch size)")
     if raw["schedule"] not in ("cosine", "step"):
         raise TrainError(f"schedule must be cosine or step, got {raw['schedule']!r}")
     if raw["jsd"] and not raw["augmix"]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -229,14 +230,25 @@ class Trainer:
             seen += b
             if self.step % every == 0 or seen == len(self.sampler):
                 t = tot.tolist()
+                self._check_finite(t[0], lr)
                 advance(seen - shown, t[0] / t[2], t[1] / t[2], seen * self.world / (time.perf_counter() - t0))
                 shown = seen
         if self.world > 1:
             torch.distributed.all_reduce(tot)
         tot = tot.cpu()
+        self._check_finite(float(tot[0]), lr)
         secs = time.perf_counter() - t0
         return {"lr": lr, "train_loss": float(tot[0] / tot[2]), "train_error": float(tot[1] / tot[2]),
                 "images_per_s": float(tot[2]) / secs, "seconds": secs}
+
+    def _check_finite(self, loss_sum: float, lr: float) -> None:
+        """Stop before a diverged model is checkpointed or exported: the loss became NaN or inf."""
+        if not math.isfinite(loss_sum):
+            raise TrainError(
+                f"the training loss became {loss_sum} in epoch {self.epoch + 1} (step {self.step}, learning rate "
+                f"{lr:g}): the run diverged, and nothing of this epoch is saved (the last checkpoint, if any, is "
+                "intact). Lower --lr, check the data, or turn --amp off; then --resume from the last epoch or "
+                "start over")
 
     @torch.no_grad()
     def test(self) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ._common import InputError, RBAError, atomic_write, package_tables, sha256_file, tomllib
+from ._common import InputError, RBAError, atomic_write, package_tables, plain_name, sha256_file, tomllib
 
 REQUIRED = ("id", "name", "dataset", "num_classes", "builder", "params", "weights", "preprocess", "recipe",
             "reported")
@@ -105,6 +105,8 @@ def parse_card(raw: Mapping[str, Any], where: str) -> Card:
     w = raw["weights"]
     if (w.get("url") or w.get("hf_hub_id")) and not (w.get("sha256") or w.get("sha256_prefix") or w.get("hf_hub_id")):
         raise InputError(f"{where}: [weights] with a url need sha256 or sha256_prefix")
+    if w.get("file") is not None:
+        plain_name(w["file"], f"{where}: [weights] file")
     if "licence" not in w:
         raise InputError(f"{where}: [weights] lacks licence")
     classes = raw.get("classes")
@@ -113,6 +115,7 @@ def parse_card(raw: Mapping[str, Any], where: str) -> Card:
         if not isinstance(classes, list) or len(classes) != n or len(set(classes)) != n:
             raise InputError(f'{where}: classes must be "imagenet-1k" or a list of num_classes distinct names')
         classes = tuple(str(c) for c in classes)
+    plain_name(raw["id"], f"{where}: card id")
     freeze = lambda d: MappingProxyType(dict(d))  # noqa: E731
     return Card(id=raw["id"], name=raw["name"], dataset=raw["dataset"], num_classes=int(raw["num_classes"]),
                 builder=raw["builder"], params=int(raw["params"]), weights=freeze(w), preprocess=freeze(pre),
@@ -199,7 +202,11 @@ def resolve_weights(card: Card, weights: str | os.PathLike | None = None, downlo
             ways.append("pass a state dict with --weights PATH")
         raise WeightsMissing(f"card {card.id} names no downloadable weights ({w.get('origin', 'none')}): "
                              + "; or ".join(ways))
+    # The cached file's name comes from the card (untrusted when the card is a user's file): a plain name in
+    # the cache, checked before anything is fetched.
     file = w.get("file") or (w["url"].rsplit("/", 1)[1] if w.get("url") else None)
+    if file is not None:
+        plain_name(file, f"card {card.id}: the weights file name")
     cached = torch_hub_dir() / file if file else None
     if cached is not None and cached.is_file():
         return _verify(card, cached)

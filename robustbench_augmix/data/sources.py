@@ -53,9 +53,38 @@ def download_cifar(dataset: str, root: Path) -> None:
         ) from e
 
 
+class UnsafePickle(RBAError, ValueError):
+    """A CIFAR file holds something other than the format's plain data."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """The CIFAR python pickles hold only dicts, lists, bytes, strings, numbers and NumPy arrays: the
+    unpickler resolves exactly the globals that rebuild a NumPy array (and ``_codecs.encode``, which
+    protocol-2 pickles of bytes call) and refuses every other one, so a poisoned file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafePickle(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _load_pickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    """A CIFAR batch file, read with :class:`_CifarUnpickler`."""
+    try:
+        with open(path, "rb") as f:
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except UnsafePickle as e:
+        raise UnsafePickle(f"{path} is not a CIFAR batch file: it asks to run {e} when loaded, which the CIFAR "
+                           "format never needs; it was refused unread. Replace it with the original file "
+                           "(torchvision's archive, md5-checked)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+        raise DatasetMissing(f"{path} is not a readable CIFAR batch file ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict) or b"data" not in d:
+        raise DatasetMissing(f"{path} is not a CIFAR batch file (no b'data' entry)")
+    return d
 
 
 def write_cifar(root: Path, images: np.ndarray, labels, dataset: str = "cifar10", *, split: str = "test",
@@ -238,7 +267,12 @@ class OfficialNpySource:
                 f"{'severities ' + str(absent) if absent else ''}; generate them with rb-corrupt, or leave them "
                 "out with --corruptions/--severities")
         all_labels = np.load(self.root / "labels.npy")
-        self.n = len(all_labels) // len(self.file_severities)
+        k = len(self.file_severities)
+        if all_labels.ndim != 1 or all_labels.dtype.kind not in "ui" or len(all_labels) % k:
+            raise DatasetMissing(f"{self.root / 'labels.npy'} holds {all_labels.dtype} {all_labels.shape}; the "
+                                 f"released form is integer labels of shape ({k} * N,), one per image of every "
+                                 "severity")
+        self.n = len(all_labels) // k
         self.labels = np.asarray(all_labels[: self.n], dtype=np.int64)
         self._arrays: dict[str, np.ndarray] = {}
 
@@ -248,10 +282,15 @@ class OfficialNpySource:
     def read(self, corruption: str, severity: int, i: int) -> np.ndarray:
         arr = self._arrays.get(corruption)
         if arr is None:
-            arr = self._arrays[corruption] = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
-            if arr.shape[0] != self.n * len(self.file_severities):
-                raise DatasetMissing(f"{self.root / (corruption + '.npy')} holds {arr.shape[0]} images, expected "
-                                     f"{self.n * len(self.file_severities)} (labels.npy); the file is incomplete")
+            arr = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
+            want = (self.n * len(self.file_severities), 32, 32, 3)
+            # Exactly the released form: a float or int16 array cast to uint8 would score other images.
+            if arr.dtype != np.uint8 or arr.shape != want:
+                raise DatasetMissing(
+                    f"{self.root / (corruption + '.npy')} holds {arr.dtype} {arr.shape}; the released form (and "
+                    f"rb-corrupt's) is uint8 {want}: {len(self.file_severities)} severities x {self.n} images "
+                    "(labels.npy) of 32x32x3. Regenerate it with rb-corrupt, or fetch the original file")
+            self._arrays[corruption] = arr
         return np.asarray(arr[self.file_severities.index(severity) * self.n + i])
 
 

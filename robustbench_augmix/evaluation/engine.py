@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .._alloc import release_free_memory
-from .._common import dist_info, progress_bar, versions
+from .._common import dist_info, plain_name, progress_bar, versions
 from ..corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
 from ..corruptions._ops import levels_to_float
 from ..corruptions.digital import jpeg_roundtrip_levels
@@ -125,7 +125,8 @@ class Evaluation:
         self.out = Path(cfg.out).expanduser() if cfg.out else None
         if self.world > 1 and self.out is None:
             raise EvaluationError("under torchrun, pass --out: the ranks exchange their chunks through it")
-        self.name = cfg.name or f"{_safe_name(self.model_info['id'])}__{self.suite.id}"
+        self.name = (plain_name(cfg.name, "--name") if cfg.name is not None
+                     else f"{_safe_name(self.model_info['id'])}__{self.suite.id}")
         self.cache = CellCache(None if self.out is None else self.out / f"{self.name}.cells")
         self.check_num_classes = True  # rb-bench eval turns it off: its synthetic labels fit any head
         self._passes = 0  # forward passes so far (the heap is trimmed every TRIM_EVERY on the CPU)
@@ -151,8 +152,9 @@ class Evaluation:
         return levels_to_float(y)
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
-        """float (N, 3, H, W) images in [0, 1] and (N,) labels -> the per-image outcomes :data:`FIELDS`."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, cell: tuple[str, int] | None = None) -> dict[str, np.ndarray]:
+        """float (N, 3, H, W) images in [0, 1] and (N,) labels -> the per-image outcomes :data:`FIELDS`.
+        Non-finite logits stop the run, naming ``cell``: a NaN model must not get an error rate."""
         # One memory layout whatever the source produced (permuted decodes, gathered kernels), so the
         # same pixels always give bit-identical logits.
         x = self.preprocess(x).contiguous(
@@ -171,6 +173,13 @@ class Evaluation:
                     f"{self.num_classes} classes ({self.data.class_order}); evaluate a model trained on "
                     f"{self.suite.dataset} ({self.suite.num_classes} classes: {self.suite.classes}), or fix its head")
             self.check_num_classes = False
+        if not bool(torch.isfinite(logits).all()):
+            bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+            where = "" if cell is None else f" on {cell[0]}" + ("" if cell == CLEAN else f" severity {cell[1]}")
+            raise EvaluationError(
+                f"the model gives non-finite scores (NaN or inf) for {bad} of {len(logits)} images{where}; its "
+                "weights or its input pipeline are broken (a NaN in the weights, a diverged training run), so "
+                "no error rate is computed. Check the checkpoint (e.g. torch.isfinite on every tensor)")
         y = y.to(logits.device)
         logp = torch.log_softmax(logits, dim=1)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -201,12 +210,12 @@ class Evaluation:
                 y = self.labels[ii]
                 for cell in on_clean:
                     # The corruptions take the 8-bit images: JPEG and pixelate then skip the float round trip.
-                    add(cell, self.forward(x if cell == CLEAN else self.corrupt(u8, *cell, ii), y))
+                    add(cell, self.forward(x if cell == CLEAN else self.corrupt(u8, *cell, ii), y, cell))
         for cell in pending:
             if cell in on_clean:
                 continue
             for u8, ii in batches(CellReader(self.data.official, *cell), idx, bs, workers):
-                add(cell, self.forward(u8.to(self.device).permute(0, 3, 1, 2).float() / 255, self.labels[ii]))
+                add(cell, self.forward(u8.to(self.device).permute(0, 3, 1, 2).float() / 255, self.labels[ii], cell))
         return {cell: {f: np.concatenate(v) for f, v in d.items()} for cell, d in parts.items()}
 
     # ------------------------------------------------------------------ the run

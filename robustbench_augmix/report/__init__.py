@@ -60,14 +60,30 @@ def _describe(key: tuple) -> str:
     return f"{suite} (table {table[:10]}), {source} data" + (f", storage JPEG q{jpeg}" if jpeg else "") + part
 
 
+# What every result file must hold for a board: (section, keys).
+REQUIRED = (("model", ("id",)), ("suite", ("id", "table_hash", "image_size")), ("data", ("source",)),
+            ("protocol", ("complete", "corruptions", "severities")), ("aggregates", ()), ("cells", ()))
+
+
+def _no_constants(name: str):
+    raise InputError(f"it holds a bare {name}, which a result of a working model never has (rb-eval now refuses "
+                     "non-finite scores); re-run rb-eval on that model")
+
+
 def load_results(paths: Iterable[str | Path]) -> list[dict]:
+    """Read rb-eval result files, strictly: a file that is not one, lacks a key a board needs, or holds
+    NaN / Infinity is refused with its name (so a broken model never ranks first)."""
     docs = []
     for p in paths:
         try:
-            doc = json.loads(Path(p).read_text())
-            doc["_path"] = str(p)
-            if not str(doc.get("schema", "")).startswith("robustbench-augmix/results/"):
+            doc = json.loads(Path(p).read_text(), parse_constant=_no_constants)
+            if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("robustbench-augmix/results/"):
                 raise InputError("not a robustbench-augmix results file")
+            missing = [f"{sec}.{k}" if k else sec for sec, keys in REQUIRED for k in (keys or ("",))
+                       if sec not in doc or (k and not isinstance(doc[sec], dict)) or (k and k not in doc[sec])]
+            if missing:
+                raise InputError(f"it lacks {', '.join(missing)}")
+            doc["_path"] = str(p)
         except (OSError, ValueError) as e:
             raise InputError(f"{p}: cannot read it as an rb-eval result ({e})") from None
         docs.append(doc)
