@@ -143,7 +143,7 @@ def conv2d_same(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -
     """Correlate every channel of ``x`` (N, C, H, W) with one 2-D kernel (as cv2.filter2D does).
 
     Zero rows and columns at the kernel's rim are trimmed first (they contribute nothing); large
-    kernels go through an FFT, small ones through a direct depthwise convolution.
+    kernels go through an FFT, small ones through a direct sum (on the CPU, thread-count invariant).
     """
     k = np.asarray(kernel, dtype=np.float64)
     nz_r, nz_c = np.nonzero(np.abs(k) > 0)
@@ -154,8 +154,16 @@ def conv2d_same(x: torch.Tensor, kernel: np.ndarray, mode: str = "reflect101") -
     n, c, h, w = x.shape
     xp = pad_index(x, ry, ry, rx, rx, mode)
     if k.size <= 49:
-        wt = torch.as_tensor(k, dtype=x.dtype, device=x.device).expand(c, 1, *k.shape)
-        return F.conv2d(xp, wt, groups=c)
+        if x.device.type != "cpu":
+            wt = torch.as_tensor(k, dtype=x.dtype, device=x.device).expand(c, 1, *k.shape)
+            return F.conv2d(xp, wt, groups=c)
+        # On the CPU, a sum of shifted slices in a fixed tap order, one multiply and one add each: the
+        # depthwise conv2d's result changed with the thread count (defocus_blur at 64 px, severity 5).
+        out = torch.zeros_like(x)
+        for (i, j), v in np.ndenumerate(k.astype(np.float32)):
+            if v:
+                out += xp[..., i : i + h, j : j + w] * float(v)
+        return out
     return _fft_correlate(xp, k)[..., : h, : w]
 
 
@@ -184,6 +192,18 @@ def _fft_correlate(xp: torch.Tensor, k: np.ndarray) -> torch.Tensor:
     kf = np.zeros((fh, fw))
     kf[:kh, :kw] = k[::-1, ::-1]
     kf = np.roll(kf, (-(kh - 1), -(kw - 1)), axis=(0, 1))
+    if xp.device.type == "cpu":
+        # scipy's pocketfft splits a batch of transforms over its workers and computes each the same way
+        # whatever their number; torch's CPU FFT (MKL) gave results that changed with the thread count
+        # (defocus_blur at 64 px, severity 5).
+        import scipy.fft
+
+        a = xp.contiguous().numpy()
+        workers = torch.get_num_threads()
+        f = scipy.fft.rfft2(a, s=(fh, fw), workers=workers)
+        np.multiply(f, scipy.fft.rfft2(kf.astype(a.dtype)), out=f)  # numpy: one rounding per product, always
+        y = scipy.fft.irfft2(f, s=(fh, fw), workers=workers, overwrite_x=True)
+        return torch.from_numpy(y)[..., : hp - kh + 1, : wp - kw + 1]
     kt = torch.fft.rfft2(torch.as_tensor(kf, dtype=xp.dtype, device=xp.device))
     y = torch.fft.irfft2(torch.fft.rfft2(xp, s=(fh, fw)) * kt, s=(fh, fw))
     return y[..., : hp - kh + 1, : wp - kw + 1]
@@ -271,7 +291,14 @@ def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
 
     Crop the centre ``ceil(h / z)``, zoom it with scipy's order-1 ``zoom`` (corner-aligned bilinear,
     output ``round(ch * z)``) and keep the centre h rows, trimming ``(out - h) // 2``. The reference
-    uses h for both axes (square images); here each axis uses its own size.
+    uses h for both axes (square images); here each axis uses its own size. Only the kept output pixels
+    are computed: output pixel (i, j) samples the crop at ``((th + i) s_h, (tw + j) s_w)`` with
+    ``s = (crop - 1) / (out - 1)``.
+
+    ``grid_sample`` rather than ``F.interpolate``: torch's CPU upsampling kernel splits its work at points
+    that depend on the thread count, and its vector and scalar paths round differently, so its output
+    changed with the number of threads (one 8-bit level on some zoom_blur pixels at 224 px).
+    ``grid_sample`` splits over images only and computes every pixel the same way whatever the split.
     """
     h, w = x.shape[-2:]
     ch, cw = math.ceil(h / z), math.ceil(w / z)
@@ -279,13 +306,21 @@ def clipped_zoom(x: torch.Tensor, z: float) -> torch.Tensor:
     oh, ow = round(ch * z), round(cw * z)
     if oh == h and ow == w and ch == h and cw == w:
         return x  # zoom 1: align-corners bilinear at the same size is the identity
-    crop = x[..., top : top + ch, left : left + cw]
-    shp = crop.shape
-    y = F.interpolate(crop.reshape(-1, 1, ch, cw) if crop.dim() != 4 else crop, size=(oh, ow),
-                      mode="bilinear", align_corners=True)
-    y = y.reshape(*shp[:-2], oh, ow)
     th, tw = (oh - h) // 2, (ow - w) // 2
-    return y[..., th : th + h, tw : tw + w]
+    crop = x[..., top : top + ch, left : left + cw]
+
+    def axis(n_crop: int, n_out: int, start: int, n: int) -> torch.Tensor:
+        # crop pixel coordinates, normalised for align_corners=True: -1 and 1 are the first and last pixel
+        pos = torch.arange(start, start + n, dtype=torch.float64) * ((n_crop - 1) / max(n_out - 1, 1))
+        return pos * (2.0 / max(n_crop - 1, 1)) - 1.0
+
+    gy, gx = axis(ch, oh, th, h), axis(cw, ow, tw, w)
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1).to(x.device, x.dtype)
+    lead = crop.shape[:-2]
+    flat = crop.reshape(-1, 1, ch, cw) if crop.dim() != 4 else crop
+    y = F.grid_sample(flat, grid.expand(flat.shape[0], h, w, 2), mode="bilinear", padding_mode="border",
+                      align_corners=True)
+    return y.reshape(*lead, h, w)
 
 
 def plasma_fractal(draws, mapsize: int, wibble_decay: float) -> torch.Tensor:
