@@ -25,8 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "describe_difference", "dist_info",
-           "finite_json", "init_distributed", "json_dump", "key_hash", "package_tables", "plain_name", "progress_bar",
-           "save_npy", "sha256_file", "tomllib", "versions"]
+           "finite_json", "init_distributed", "inside", "json_dump", "key_hash", "package_tables", "plain_name",
+           "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
 
 
 class RBAError(Exception):
@@ -65,6 +65,12 @@ def plain_name(name, what: str) -> str:
         raise InputError(f"{what} {name!r} is not a plain file name: it must name a file inside its folder, without "
                          "'/', '\\', a leading '.' or surrounding spaces")
     return name
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved, links followed)."""
+    p, f = Path(path).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return p == f or f in p.parents
 
 
 def save_npy(path: Path, arr) -> None:

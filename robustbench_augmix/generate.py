@@ -7,9 +7,14 @@
   (corruption, severity); inside it, each file is written once.
 
 Every file is written under a temporary name and renamed, so a file under its final name is always
-complete. A finished unit records its files' sha256 in ``.rba/``; ``manifest.json`` is written when
-every unit is done. Shards (``shard=(i, n)``) split the units (npy) or the images (imagefolder) and
-produce the same files as one process, since every image's randomness is keyed on its index.
+complete. Before a file is written its name goes into this shard's journal (``.rba/*.written-<k>of<n>``),
+so a rerun knows which files in ``--out`` are this run's: only those are resumed (kept) or replaced; any
+other file in ``--out`` (a real CIFAR-10-C folder, an unrelated image) makes the run stop with the list,
+unless ``allow_existing`` lets it write there (then a file at one of its paths is replaced, never
+adopted). A finished unit records its files' sha256 in ``.rba/``; ``manifest.json`` is written when
+every unit is done, listing any skipped source images. Shards (``shard=(i, n)``) split the units (npy) or
+the images (imagefolder) and produce the same files as one process, since every image's randomness is
+keyed on its index; each shard marks its part of a unit done, so the last one to finish completes it.
 """
 
 from __future__ import annotations
@@ -24,15 +29,29 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._common import RBAError, atomic_write, describe_difference, json_dump, save_npy, sha256_file, versions
+from ._common import (
+    InputError,
+    RBAError,
+    atomic_write,
+    describe_difference,
+    inside,
+    json_dump,
+    save_npy,
+    sha256_file,
+    versions,
+)
 from .corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
-from .data.sources import SourceImageError, open_source
+from .data.sources import SourceImageError, fingerprint, open_source
 
 STATE_DIR = ".rba"
 
 
 class RunConfigMismatch(RBAError, ValueError):
     """``--out`` holds files of a different run."""
+
+
+class ForeignFiles(RBAError, ValueError):
+    """``--out`` holds files that no run of this generator wrote."""
 
 
 @dataclass
@@ -48,6 +67,7 @@ class Plan:
     shard: tuple[int, int] = (0, 1)
     on_error: str = "fail"  # or "skip"
     limit: int | None = None
+    allow_existing: bool = False  # write into an --out that holds other files (replacing any at our paths)
     skipped: list[str] = field(default_factory=list)
 
 
@@ -63,19 +83,29 @@ class Generator:
         for c in plan.corruptions:
             check_corruption(c, self.suite)
         self.n = len(self.source) if plan.limit is None else min(plan.limit, len(self.source))
+        root = getattr(self.source, "root", None)
+        if root is not None and self.suite.layout == "imagefolder" and inside(self.out, root):
+            raise InputError(f"--out {self.out} is inside --data {root}: the images written there would be read as "
+                             "source images by the next run (and resuming would be impossible); write elsewhere")
+        self.source_fingerprint = fingerprint(self.source)
+        self._skipped_rel: dict[tuple, list[str]] = {}
 
     # ---------------------------------------------------------------- run identity and resumption
     def config(self) -> dict:
         p = self.plan
         return {"suite": self.suite.id, "table_hash": self.suite.table_hash, "seed": p.seed,
                 "severities": list(p.severities), "layout": self.suite.layout, "images": self.n,
-                "jpeg_quality": self.suite.jpeg_quality, "rng_device": rng_device(p.device)}
+                "jpeg_quality": self.suite.jpeg_quality, "rng_device": rng_device(p.device),
+                "source_fingerprint": self.source_fingerprint}
 
     def _check_config(self) -> None:
         path = self.out / STATE_DIR / "run.json"
         cfg = self.config()
         if path.exists():
             old = json.loads(path.read_text())
+            if old != cfg and not self._anything_written():
+                old = cfg  # a run that stopped before writing any file leaves nothing to protect
+                json_dump(path, cfg)
             if old != cfg:
                 diff, shown = describe_difference(old, cfg)
                 hint = (" The random fields were drawn on another device, whose random stream differs: resume on"
@@ -86,6 +116,73 @@ class Generator:
                 )
         else:
             json_dump(path, cfg)
+
+    # ---------------------------------------------------------------- which files are ours
+    def _journal(self, unit) -> Path:
+        c, s = unit
+        k, n = self.plan.shard
+        return self.out / STATE_DIR / f"{'npy' if s is None else f'{c}-{s}'}.written-{k}of{n}"
+
+    def _ours(self, unit) -> set[str]:
+        """Relative paths this generator wrote (or was about to write) for ``unit``, by any shard."""
+        c, s = unit
+        state = self.out / STATE_DIR
+        stem = "npy" if s is None else f"{c}-{s}"
+        names: set[str] = set()
+        for j in state.glob(f"{stem}.written-*"):
+            names.update(line for line in j.read_text().splitlines() if line)
+        marker = self._done_path(unit)
+        if marker.exists():
+            names.update(json.loads(marker.read_text()))
+        return names
+
+    def _write(self, unit, path: Path, write: Callable[[Path], None]) -> None:
+        """Journal ``path`` for ``unit``, then write it atomically."""
+        journal = self._journal(unit)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        with open(journal, "a") as f:
+            f.write(f"{path.relative_to(self.out)}\n")
+        atomic_write(path, write)
+
+    def _anything_written(self) -> bool:
+        state = self.out / STATE_DIR
+        return any(state.glob("*.written-*")) or any(p.name != "run.json" for p in state.glob("*.json"))
+
+    @staticmethod
+    def _leftover(p: Path) -> bool:
+        return p.name.startswith(".") and p.name.endswith(".part")  # a temporary file of a killed write
+
+    def _refuse(self, foreign: list[str]) -> None:
+        if foreign and not self.plan.allow_existing:
+            shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+            raise ForeignFiles(
+                f"{self.out} holds {len(foreign)} file(s) that this run did not write ({shown}); rb-corrupt never "
+                "overwrites or adopts them. Choose an empty or new --out, or pass --allow-existing to write there "
+                "anyway (files at the paths this run writes are then replaced)")
+
+    def _check_foreign(self, folder: Path, ours: set[str]) -> None:
+        """Refuse files under ``folder`` (``.rba`` and ``.part`` leftovers aside) that are not ``ours``."""
+        if folder.exists():
+            self._refuse([str(p.relative_to(self.out)) for p in sorted(folder.rglob("*"))
+                          if p.is_file() and p.relative_to(self.out).parts[0] != STATE_DIR and not self._leftover(p)
+                          and str(p.relative_to(self.out)) not in ours])
+
+    def _check_top_level(self) -> None:
+        """npy: every file in --out must be this generator's. ImageFolder: every top-level entry must be a
+        corruption folder of this plan (their files are checked unit by unit), ``.rba`` or our manifest."""
+        own_manifest = {"manifest.json"} if (self.out / STATE_DIR / "run.json").exists() else set()
+        if self.suite.layout == "npy":
+            ours = set().union(*(self._ours((c, None)) for c in ["", *self.plan.corruptions])) | own_manifest
+            self._check_foreign(self.out, ours)
+            return
+        allowed = set(self.plan.corruptions) | {STATE_DIR} | own_manifest
+        foreign: list[str] = []
+        for p in sorted(self.out.iterdir()):
+            if p.name in allowed or self._leftover(p):
+                continue
+            files = [p] if not p.is_dir() else sorted(q for q in p.rglob("*") if q.is_file())
+            foreign += [str(q.relative_to(self.out)) for q in files] or [f"{p.name}/"]
+        self._refuse(foreign)
 
     def units(self) -> list[tuple[str, int | None]]:
         if self.suite.layout == "npy":
@@ -127,14 +224,14 @@ class Generator:
                 idx = list(range(a, min(a + bs, n)))
                 arr[si * n + a : si * n + idx[-1] + 1] = self._corrupt(self.source.images[idx], idx, c, s)
                 self.progress(len(idx))
-        atomic_write(target, lambda p: save_npy(p, arr))
+        self._write((c, None), target, lambda p: save_npy(p, arr))
         return {target.name: sha256_file(target)}
 
     def _write_labels(self) -> None:
         target = self.out / "labels.npy"
         labels = np.tile(self.source.labels[: self.n], len(self.plan.severities)).astype(np.uint8)
-        if not target.exists():
-            atomic_write(target, lambda p: save_npy(p, labels))
+        if not (target.exists() and target.name in self._ours(("", None))):
+            self._write(("", None), target, lambda p: save_npy(p, labels))
 
     def _jpeg_path(self, c: str, s: int, i: int) -> Path:
         rel = Path(self.source.relpath(i))
@@ -144,7 +241,13 @@ class Generator:
         q = self.suite.jpeg_quality or 85
         k, nsh = self.plan.shard
         mine = [i for i in range(self.n) if i % nsh == k]
-        todo = [i for i in mine if not self._jpeg_path(c, s, i).exists()]
+        unit_dir = self.out / c / str(s)
+        listed = {str(p.relative_to(self.out)) for p in unit_dir.rglob("*") if p.is_file()} if unit_dir.exists() \
+            else set()  # listed before the journals are read: a file another shard adds now is journaled first
+        ours = self._ours((c, s))
+        self._check_foreign(unit_dir, ours | {r for r in listed if r.endswith(".part")})
+        done = {r for r in listed if r in ours}
+        todo = [i for i in mine if str(self._jpeg_path(c, s, i).relative_to(self.out)) not in done]
         self.progress(len(mine) - len(todo))
         bs = self.plan.batch_size
         for a in range(0, len(todo), bs):
@@ -152,16 +255,27 @@ class Generator:
             if ok:
                 out = self._corrupt(imgs, ok, c, s)
                 for i, im in zip(ok, out, strict=True):
-                    atomic_write(self._jpeg_path(c, s, i),
-                                 lambda p, im=im: Image.fromarray(im).save(p, "JPEG", quality=q, optimize=True))
+                    self._write((c, s), self._jpeg_path(c, s, i),
+                                lambda p, im=im: Image.fromarray(im).save(p, "JPEG", quality=q, optimize=True))
+            skipped = [i for i in todo[a : a + bs] if i not in ok]
+            self._skipped_rel.setdefault((c, s), []).extend(self.source.relpath(i) for i in skipped)
             self.progress(len(todo[a : a + bs]))
-        if nsh > 1 and not all(self._jpeg_path(c, s, i).exists() for i in range(self.n) if i % nsh != k):
+        # This shard's part is done (with what it had to skip); the last shard to finish completes the unit.
+        state = self.out / STATE_DIR
+        json_dump(state / f"{c}-{s}.part-{k}of{nsh}.json", {"skipped": sorted(self._skipped_rel.get((c, s), []))})
+        parts = [state / f"{c}-{s}.part-{j}of{nsh}.json" for j in range(nsh)]
+        if not all(p.exists() for p in parts):
             return {}  # other shards still owe files of this unit
+        skipped = sorted({r for p in parts for r in json.loads(p.read_text())["skipped"]})
+        if skipped:
+            json_dump(state / f"{c}-{s}.skipped.json", skipped)
+        ours = self._ours((c, s))
         files = {}
         for i in range(self.n):
             p = self._jpeg_path(c, s, i)
-            if p.exists():
-                files[str(p.relative_to(self.out))] = sha256_file(p)
+            rel = str(p.relative_to(self.out))
+            if p.exists() and rel in ours:
+                files[rel] = sha256_file(p)
         return files
 
     # ---------------------------------------------------------------- driver
@@ -176,6 +290,7 @@ class Generator:
     def run(self) -> dict:
         t0 = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
+        self._check_top_level()
         self._check_config()
         k, nsh = self.plan.shard
         done = skipped_units = 0
@@ -206,11 +321,13 @@ class Generator:
         files: dict[str, str] = {}
         for m in markers:
             files.update(json.loads(m.read_text()))
+        skipped = {f"{c}/{s}": json.loads(p.read_text()) for c, s in self.units()
+                   if (p := self.out / STATE_DIR / f"{c}-{s}.skipped.json").exists()}
         if (self.out / "labels.npy").exists():
             files["labels.npy"] = sha256_file(self.out / "labels.npy")
         manifest = {"schema": 1, **self.config(), "corruptions": list(self.plan.corruptions),
                     "generator": self.suite.generator, "source": str(Path(self.plan.data).expanduser()),
-                    "versions": versions(), "files": dict(sorted(files.items()))}
+                    "versions": versions(), "files": dict(sorted(files.items())), "skipped": skipped}
         path = self.out / "manifest.json"
         json_dump(path, manifest)
         return path

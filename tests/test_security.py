@@ -148,14 +148,15 @@ def test_the_restricted_unpickler_reads_real_layouts(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- 3. names
-@pytest.mark.parametrize("name", ["../escaped", "/tmp/rba-escaped-abs", "a/b", ".."])
+@pytest.mark.parametrize("name", ["../escaped", "ABSOLUTE", "a/b", ".."])
 def test_rb_eval_name_is_a_plain_file_name(tmp_path, capsys, data, name):
     root, factory = data
+    name = str(tmp_path / "abs-escaped") if name == "ABSOLUTE" else name
     out = tmp_path / "inside" / "out"
     assert eval_main(["--model", f"{factory}:build", "--data", str(root), "--out", str(out), "--name", name,
                       "--corruptions", "fog", "--severities", "1", "--no-progress"]) == 2
     assert "not a plain file name" in capsys.readouterr().err
-    assert not (tmp_path / "inside" / "escaped.json").exists() and not os.path.exists("/tmp/rba-escaped-abs.json")
+    assert not (tmp_path / "inside" / "escaped.json").exists() and not (tmp_path / "abs-escaped.json").exists()
     assert not list(tmp_path.rglob("*.json"))
 
 
@@ -242,3 +243,123 @@ def test_official_npy_files_must_have_the_released_form(tmp_path, capsys, data, 
     assert eval_main(["--model", f"{factory}:build", "--source", "official", "--data", str(c), "--clean-data",
                       str(root), "--corruptions", "fog", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     assert "uint8 (60, 16, 32, 3)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- 5. data identity
+def test_other_data_with_the_same_labels_does_not_reuse_the_cache(tmp_path, capsys, data):
+    root, factory = data
+    imgs = np.stack([photo((i + 2) % 5, 32) for i in range(12)])  # other images, same labels
+    other = write_cifar(tmp_path / "other", imgs, [i % 10 for i in range(12)])
+    args = ["--model", f"{factory}:build", "--out", str(tmp_path / "r"), "--corruptions", "fog", "--severities", "1",
+            "--no-progress", "--bootstrap", "0", "--name", "run"]
+    assert eval_main([*args, "--data", str(root)]) == 0
+    doc = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert doc["data"]["fingerprint"].startswith("clean=sha256:")
+    assert eval_main([*args, "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "data: clean=sha256" in err and "not the ones the cells were computed from" in err
+    # rb-corrupt: the same refusal instead of a manifest naming the new folder over the old files
+    c_args = ["--suite", "cifar10-c", "--out", str(tmp_path / "C"), "--corruptions", "contrast"]
+    assert corrupt_main([*c_args, "--data", str(root)]) == 0
+    manifest = (tmp_path / "C" / "manifest.json").read_text()
+    assert corrupt_main([*c_args, "--data", str(other)]) == 2
+    assert "source_fingerprint: sha256" in capsys.readouterr().err
+    assert (tmp_path / "C" / "manifest.json").read_text() == manifest
+
+
+def test_a_retouched_image_tree_reads_as_other_data(tmp_path):
+    from PIL import Image
+
+    from robustbench_augmix.data.sources import ImageFolderSource, fingerprint
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for k in range(2):
+            Image.fromarray(photo(k, 40)).save(tmp_path / c / f"{k}.png")
+    before = fingerprint(ImageFolderSource.open(tmp_path, 32, False))
+    assert fingerprint(ImageFolderSource.open(tmp_path, 32, False)) == before
+    Image.fromarray(photo(3, 40)).save(tmp_path / "b" / "1.png")
+    os.utime(tmp_path / "b" / "1.png", ns=(1, 1))
+    assert fingerprint(ImageFolderSource.open(tmp_path, 32, False)) != before
+
+
+# ------------------------------------------------------------------------------------------- 4. foreign files
+def test_rb_corrupt_never_overwrites_or_adopts_files_it_did_not_write(tmp_path, capsys, data):
+    root, _ = data
+    out = tmp_path / "C"
+    out.mkdir()
+    fog = np.full((60, 32, 32, 3), 7, np.uint8)
+    np.save(out / "fog.npy", fog)                                   # a real CIFAR-10-C file, say
+    np.save(out / "labels.npy", np.zeros(60, np.uint8))             # with the wrong labels
+    args = ["--suite", "cifar10-c", "--data", str(root), "--out", str(out), "--corruptions", "fog"]
+    assert corrupt_main(args) == 2
+    err = capsys.readouterr().err
+    assert "2 file(s) that this run did not write" in err and "fog.npy" in err and "labels.npy" in err
+    assert np.array_equal(np.load(out / "fog.npy"), fog) and not (out / "manifest.json").exists()
+    # explicitly allowed: replaced (both), never adopted
+    assert corrupt_main([*args, "--allow-existing"]) == 0
+    assert not np.array_equal(np.load(out / "fog.npy"), fog)
+    assert list(np.load(out / "labels.npy")[:12]) == [i % 10 for i in range(12)]
+    # our own files resume without complaint
+    assert corrupt_main(args) == 0
+
+
+def test_an_unrelated_image_at_a_target_path_is_not_taken_as_done(tmp_path, capsys, folder_root):
+    from PIL import Image
+
+    out = tmp_path / "F"
+    target = out / "contrast" / "1" / "n01"
+    target.mkdir(parents=True)
+    first = sorted((folder_root / "n01").iterdir())[0]
+    Image.new("RGB", (64, 64), "red").save(target / (first.stem + ".JPEG"))
+    args = ["--suite", "tinyimagenet-c", "--data", str(folder_root), "--out", str(out), "--corruptions", "contrast",
+            "--severities", "1"]
+    assert corrupt_main(args) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert corrupt_main([*args, "--allow-existing"]) == 0
+    with Image.open(target / (first.stem + ".JPEG")) as im:
+        assert np.asarray(im.convert("RGB")).std() > 0  # replaced by the corrupted photograph
+    man = json.loads((out / "manifest.json").read_text())
+    assert f"contrast/1/n01/{first.stem}.JPEG" in man["files"]
+
+
+# ------------------------------------------------------------------------------------------- 6. reruns
+def test_a_failed_first_run_does_not_block_the_corrected_rerun(tmp_path, capsys, data):
+    root, factory = data
+    two = FACTORY + "\ndef build2():\n    m = build()\n    m[-1] = torch.nn.Linear(8, 2)\n    return m\n"
+    (factory.parent / "two.py").write_text(two)
+    args = ["--data", str(root), "--out", str(tmp_path / "r"), "--name", "run", "--corruptions", "fog",
+            "--severities", "1", "--no-progress", "--bootstrap", "0"]
+    assert eval_main(["--model", f"{factory.parent / 'two.py'}:build2", *args]) == 2  # 2 outputs for 10 classes
+    assert "10 classes" in capsys.readouterr().err
+    assert (tmp_path / "r" / "run.cells" / "run.json").exists()
+    assert eval_main(["--model", f"{factory}:build", *args]) == 0
+
+
+def test_out_inside_the_data_folder_is_refused(tmp_path, capsys, folder_root):
+    args = ["--suite", "tinyimagenet-c", "--data", str(folder_root), "--corruptions", "contrast", "--severities", "1"]
+    assert corrupt_main([*args, "--out", str(folder_root / "C")]) == 2
+    assert "is inside --data" in capsys.readouterr().err
+    assert not (folder_root / "C").exists()
+    factory = tmp_path / "f.py"
+    factory.write_text(FACTORY.replace("torch.nn.Linear(8, 10)", "torch.nn.Linear(8, 2)"))
+    assert eval_main(["--model", f"{factory}:build", *args, "--out", str(folder_root / "results"),
+                      "--no-progress"]) == 2
+    assert "inside the data folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- 7. skip + shards
+def test_skipping_shards_end_in_a_complete_manifest(tmp_path, capsys, folder_root):
+    bad = sorted((folder_root / "n02").iterdir())[0]
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated: every shard that owns it skips it
+    out = tmp_path / "S"
+    args = ["--suite", "tinyimagenet-c", "--data", str(folder_root), "--out", str(out), "--corruptions", "contrast",
+            "--severities", "1,2", "--on-error", "skip"]
+    assert corrupt_main([*args, "--shard", "0/2"]) == 0
+    assert not (out / "manifest.json").exists()
+    assert corrupt_main([*args, "--shard", "1/2"]) == 0
+    man = json.loads((out / "manifest.json").read_text())
+    rel = f"n02/{bad.name}"
+    assert man["skipped"] == {"contrast/1": [rel], "contrast/2": [rel]}
+    n_src = sum(1 for p in folder_root.rglob("*") if p.is_file())
+    assert len(man["files"]) == 2 * (n_src - 1)

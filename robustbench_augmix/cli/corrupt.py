@@ -34,6 +34,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                     help="a source image that cannot be read: stop (default) or skip it and report it")
     ap.add_argument("--limit", type=int, default=None, help="only the first N clean images")
+    ap.add_argument("--allow-existing", action="store_true",
+                    help="write into an --out that holds files this tool did not write (default: refuse and list "
+                         "them); files at the paths it writes are then replaced")
     ap.add_argument("--frost-dir", help="folder with the reference frost textures frost1.png ... frost6.jpg")
     ap.add_argument("--gallery", metavar="PNG", help="write one picture of every corruption x severity and exit")
     ap.add_argument("--image", help="the image for --gallery (default: a sample photograph from scikit-learn)")
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
     try:
         plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=names, severities=sevs,
                     seed=args.seed, batch_size=args.batch_size, device=args.device, shard=_shard(args.shard),
-                    on_error=args.on_error, limit=args.limit)
+                    on_error=args.on_error, limit=args.limit, allow_existing=args.allow_existing)
         gen = Generator(plan)
     except RBAError as e:
         return _fail(console, str(e))

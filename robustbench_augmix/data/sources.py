@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from collections.abc import Sequence
@@ -51,6 +52,33 @@ def download_cifar(dataset: str, root: Path) -> None:
             f"Pass --data with the folder that holds {info['sub']}/ (torchvision's layout), or put "
             f"{info['url'].rsplit('/', 1)[1]} (md5 {info['md5']}) into {root} and run again."
         ) from e
+
+
+def _content_digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _listing_digest(root: Path, relpaths) -> str:
+    """sha256 over (path, size, mtime) of each file: a retouched, replaced, added or removed file changes it."""
+    h = hashlib.sha256()
+    for rel in relpaths:
+        st = (root / rel).stat()
+        h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return "files:" + h.hexdigest()[:32]
+
+
+def fingerprint(src) -> str:
+    """The identity of a data source as read, for run identities (rb-eval's cache, rb-corrupt's run):
+    a content hash of what is in memory (CIFAR batches, arrays: ~30 MB, about 30 ms), and (path, size,
+    mtime) of every file for image trees and official files (one stat per file; hashing 6 GB of JPEGs
+    would take minutes). A copy made without keeping mtimes (``cp`` without ``-p``) therefore reads as
+    other data: the refusal says so."""
+    return src.fingerprint()
 
 
 class UnsafePickle(RBAError, ValueError):
@@ -145,6 +173,9 @@ class CifarSource:
     def relpath(self, i: int) -> str:
         return f"{i:05d}"
 
+    def fingerprint(self) -> str:
+        return _content_digest(self.images, self.labels)
+
 
 @dataclass
 class ArraySource:
@@ -168,6 +199,9 @@ class ArraySource:
 
     def read(self, i: int) -> np.ndarray:
         return self.images[i]
+
+    def fingerprint(self) -> str:
+        return _content_digest(self.images, self.labels)
 
 
 @dataclass
@@ -208,6 +242,9 @@ class ImageFolderSource:
 
     def relpath(self, i: int) -> str:
         return self.files[i][0]
+
+    def fingerprint(self) -> str:
+        return _listing_digest(self.root, [f for f, _ in self.files])
 
     def read(self, i: int) -> np.ndarray:
         path = self.root / self.files[i][0]
@@ -275,9 +312,13 @@ class OfficialNpySource:
         self.n = len(all_labels) // k
         self.labels = np.asarray(all_labels[: self.n], dtype=np.int64)
         self._arrays: dict[str, np.ndarray] = {}
+        self._names = ["labels.npy", *(f"{c}.npy" for c in corruptions)]
 
     def __len__(self) -> int:
         return self.n
+
+    def fingerprint(self) -> str:
+        return _listing_digest(self.root, self._names)
 
     def read(self, corruption: str, severity: int, i: int) -> np.ndarray:
         arr = self._arrays.get(corruption)
@@ -308,6 +349,15 @@ class OfficialFolderSource:
         first = ImageFolderSource.open(self.first, 0, False)
         self.classes, self.files = first.classes, first.files
         self._cells: dict[tuple[str, int], ImageFolderSource] = {}
+        self._wanted = [(c, s) for c in corruptions for s in severities]
+
+    def fingerprint(self) -> str:
+        """(path, size, mtime) of every file of every cell read (one listing per cell, as reading does)."""
+        h = hashlib.sha256()
+        for c, s in self._wanted:
+            cell = self._cell(c, s)
+            h.update(f"{c}/{s}|{cell.fingerprint()}\n".encode())
+        return "files:" + h.hexdigest()[:32]
 
     def __len__(self) -> int:
         return len(self.files)

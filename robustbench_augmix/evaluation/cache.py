@@ -41,13 +41,16 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def run_identity(*, model: str, suite, source: str, seed: int, storage_jpeg: bool, preprocess: Mapping,
+def run_identity(*, model: str, suite, source: str, data: str, seed: int, storage_jpeg: bool, preprocess: Mapping,
                  labels, chunk_size: int, amp: bool, device) -> dict:
     """What must be equal for two runs' cells to be mixed. ``rng_device`` is there because random fields
     are drawn on the device (:mod:`robustbench_augmix.corruptions._rng`): a CUDA GPU draws another stream
-    than the CPU, so cells generated on one cannot be completed on the other."""
+    than the CPU, so cells generated on one cannot be completed on the other. ``data`` is the fingerprint of
+    what was read (:func:`~robustbench_augmix.data.sources.fingerprint`): other images with the same labels
+    are other data."""
     return {
         "schema": SCHEMA, "model": model, "suite": suite.id, "table_hash": suite.table_hash, "source": source,
+        "data": data,
         "seed": seed, "storage_jpeg": storage_jpeg, "preprocess": dict(preprocess), "n_images": len(labels),
         "labels": hashlib.sha256(np.asarray(labels).tobytes()).hexdigest()[:16], "chunk_size": chunk_size,
         "amp": amp, "rng_device": rng_device(device) if source == "generate" else None,
@@ -67,11 +70,18 @@ class CellCache:
         path = self.dir / "run.json"
         if path.exists():
             old = json.loads(path.read_text())
+            if old != identity and not any(self.dir.glob("chunk-*.npz")):
+                old = dict(identity)  # a run that failed before its first chunk left nothing to mix in
+                json_dump(path, old)
             if old != identity:
                 diff, shown = describe_difference(old, identity)
                 hint = (" The model's weights differ (sha256 of its state dict): a factory that builds untrained"
                         " or randomly initialised weights must seed them (torch.manual_seed) to resume."
                         if "model" in diff else "")
+                if "data" in diff:
+                    hint += (" The images read are not the ones the cells were computed from (another --data or"
+                             " --clean-data, or files changed since; a copy made without keeping modification"
+                             " times reads as changed).")
                 if "rng_device" in diff:
                     hint += (" The corruptions' random fields were drawn on another device, whose random stream"
                              " differs: resume on that device (--device), or start over.")

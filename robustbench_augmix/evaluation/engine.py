@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from .._alloc import release_free_memory
-from .._common import dist_info, plain_name, progress_bar, versions
+from .._common import dist_info, inside, plain_name, progress_bar, versions
 from ..corruptions import apply, check_corruption, image_seeds, load_suite, rng_device
 from ..corruptions._ops import levels_to_float
 from ..corruptions.digital import jpeg_roundtrip_levels
@@ -123,6 +124,11 @@ class Evaluation:
                               limit=cfg.limit, classes=cfg.classes)
         self.n, self.labels, self.num_classes = self.data.n, self.data.labels, self.data.num_classes
         self.out = Path(cfg.out).expanduser() if cfg.out else None
+        for d in (cfg.data, cfg.clean_data):
+            if self.out is not None and isinstance(d, (str, Path)) and self.suite.layout == "imagefolder" \
+                    and inside(self.out, Path(d)):
+                raise EvaluationError(f"--out {self.out} is inside the data folder {d}: its files would be read as "
+                                      "data (an extra class folder) by the next run; write the results elsewhere")
         if self.world > 1 and self.out is None:
             raise EvaluationError("under torchrun, pass --out: the ranks exchange their chunks through it")
         self.name = (plain_name(cfg.name, "--name") if cfg.name is not None
@@ -131,12 +137,17 @@ class Evaluation:
         self.check_num_classes = True  # rb-bench eval turns it off: its synthetic labels fit any head
         self._passes = 0  # forward passes so far (the heap is trimmed every TRIM_EVERY on the CPU)
 
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        return self.data.fingerprint()
+
     @property
     def cache_dir(self) -> Path | None:
         return self.cache.dir
 
     def identity(self) -> dict:
         return run_identity(model=self.model_info["fingerprint"], suite=self.suite, source=self.source_kind,
+                            data=self.data_fingerprint,
                             seed=self.cfg.seed, storage_jpeg=self.storage_jpeg, preprocess=self.preprocess.to_dict(),
                             labels=self.labels[: self.n].numpy(), chunk_size=self.cfg.chunk_size, amp=self.cfg.amp,
                             device=self.device)
@@ -286,7 +297,8 @@ class Evaluation:
                      "clean_path": str(cfg.clean_data) if cfg.clean_data else None, "n_images": self.n,
                      "limit": cfg.limit, "seed": cfg.seed, "class_order": self.data.class_order,
                      "storage_jpeg": (self.suite.jpeg_quality or 85) if self.storage_jpeg else None,
-                     "rng_device": rng_device(dev) if self.source_kind == "generate" else None},
+                     "rng_device": rng_device(dev) if self.source_kind == "generate" else None,
+                     "fingerprint": self.data_fingerprint},
             "preprocess": self.preprocess.to_dict(),
             "protocol": {"corruptions": self.corruptions, "severities": self.severities, "clean": cfg.clean,
                          "complete": complete,

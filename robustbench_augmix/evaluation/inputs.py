@@ -21,6 +21,7 @@ from ..data.sources import (
     DatasetMissing,
     OfficialFolderSource,
     OfficialNpySource,
+    fingerprint,
     open_source,
 )
 from .cache import EvaluationError
@@ -37,6 +38,11 @@ class EvalData:
     n: int
     num_classes: int
     class_order: str
+
+    def fingerprint(self) -> str:
+        """What was read, as :func:`~robustbench_augmix.data.sources.fingerprint` of each source."""
+        srcs = (("clean", self.clean), ("files", self.official))
+        return ";".join(f"{k}={fingerprint(s)}" for k, s in srcs if s is not None)
 
 
 def open_data(suite: Suite, *, source: str, data, clean_data, clean: bool, cells: Sequence[tuple[str, int]],
