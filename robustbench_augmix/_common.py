@@ -26,7 +26,7 @@ else:  # pragma: no cover
 
 __all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "describe_difference", "dist_info",
            "finite_json", "init_distributed", "inside", "json_dump", "key_hash", "package_tables", "plain_name",
-           "progress_bar", "save_npy", "sha256_file", "tomllib", "versions"]
+           "progress_bar", "save_npy", "sha256_file", "StorageError", "storage_errors", "tomllib", "versions"]
 
 
 class RBAError(Exception):
@@ -36,6 +36,51 @@ class RBAError(Exception):
 
 class InputError(RBAError, ValueError):
     """A value the user passed (a name, a shape, a range, a file's content) is not accepted."""
+
+
+class StorageError(RBAError, OSError):
+    """The file system refused a read or write (full disk, read-only or missing folder, a file where a
+    folder should be)."""
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+@contextlib.contextmanager
+def storage_errors(folder: str | os.PathLike | None, need: Callable[[], int | None] | None = None):
+    """Turn an ``OSError`` raised inside into a :class:`StorageError` whose one-line message names the file,
+    the cause and the fix; a full disk also says how much space the run needs (``need()`` bytes)."""
+    import errno
+    import shutil
+
+    try:
+        yield
+    except RBAError:
+        raise
+    except OSError as e:
+        where = e.filename or folder
+        # numpy's writers report a short write as "N requested and M written" without an errno
+        short_write = e.errno is None and "requested and" in str(e) and "written" in str(e)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT) or short_write:
+            total = need() if need is not None else None
+            free = None
+            base = Path(folder or ".").expanduser().resolve()
+            while not base.exists() and base != base.parent:
+                base = base.parent
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(base).free
+            size = "" if total is None else f" this run needs about {_size(total)} in all"
+            have = "" if free is None else f" ({_size(free)} free now)"
+            msg = (f"the disk holding {folder} is full while writing {where}:{size}{have}. Free some space or "
+                   "choose another --out; finished files are kept, and the same command resumes")
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            msg = f"{where} is not writable ({e.strerror}); choose another --out, or fix its permissions"
+        elif e.errno in (errno.ENOTDIR, errno.EEXIST) and folder is not None and Path(folder).is_file():
+            msg = f"--out {folder} is a file, not a folder; choose a folder (it is created if missing)"
+        else:
+            msg = f"{where}: {e.strerror or e}"
+        raise StorageError(msg) from None
 
 
 # ---------------------------------------------------------------------------------- files

@@ -241,6 +241,11 @@ class Trainer:
         return {"lr": lr, "train_loss": float(tot[0] / tot[2]), "train_error": float(tot[1] / tot[2]),
                 "images_per_s": float(tot[2]) / secs, "seconds": secs}
 
+    def space_needed(self) -> int:
+        """Bytes a run keeps: the checkpoint (weights, momentum, and the temporary copy of an atomic write)
+        and the exported safetensors."""
+        return 5 * sum(p.numel() * p.element_size() for p in self.model.parameters()) + (1 << 20)
+
     def _check_finite(self, loss_sum: float, lr: float) -> None:
         """Stop before a diverged model is checkpointed or exported: the loss became NaN or inf."""
         if not math.isfinite(loss_sum):

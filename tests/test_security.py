@@ -363,3 +363,107 @@ def test_skipping_shards_end_in_a_complete_manifest(tmp_path, capsys, folder_roo
     assert man["skipped"] == {"contrast/1": [rel], "contrast/2": [rel]}
     n_src = sum(1 for p in folder_root.rglob("*") if p.is_file())
     assert len(man["files"]) == 2 * (n_src - 1)
+
+
+# ------------------------------------------------------------------------------------------- 11. storage
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (root and mount(8) needed; skipped otherwise), unmounted afterwards."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_with_the_space_needed_and_resumes(tmp_path, capsys, data, small_disk):
+    import subprocess
+
+    root, _ = data
+    names = "gaussian_noise,shot_noise,impulse_noise,contrast,fog,brightness,pixelate"
+    args = ["--suite", "cifar10-c", "--data", str(root), "--corruptions", names]
+    assert corrupt_main([*args, "--out", str(small_disk / "C")]) == 2
+    err = capsys.readouterr().err
+    # 7 arrays of 60 x 32 x 32 x 3 bytes and the labels: 1.23 MiB
+    assert "is full" in err and "needs about 1.2 MiB in all" in err and "Traceback" not in err
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".part")], "a partial file was left"
+    for f in (small_disk / "C").glob("*.npy"):  # whatever is there is complete
+        np.load(f)
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
+    assert corrupt_main([*args, "--out", str(small_disk / "C")]) == 0
+    assert corrupt_main([*args, "--out", str(tmp_path / "ref")]) == 0
+    for n in names.split(","):
+        assert np.array_equal(np.load(small_disk / "C" / f"{n}.npy"), np.load(tmp_path / "ref" / f"{n}.npy")), n
+
+
+def test_a_read_only_out_is_one_line(tmp_path, capsys, data, small_disk):
+    import subprocess
+
+    root, factory = data
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert corrupt_main(["--suite", "cifar10-c", "--data", str(root), "--corruptions", "fog", "--out",
+                         str(small_disk / "C")]) == 2
+    assert "not writable" in capsys.readouterr().err
+    assert eval_main(["--model", f"{factory}:build", "--data", str(root), "--corruptions", "fog", "--out",
+                      str(small_disk / "r"), "--no-progress"]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path, capsys, data):
+    root, factory = data
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert corrupt_main(["--suite", "cifar10-c", "--data", str(root), "--corruptions", "fog", "--out", str(f)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert eval_main(["--model", f"{factory}:build", "--data", str(root), "--corruptions", "fog", "--out", str(f),
+                      "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert train_main(["--recipe", "digits-smallcnn-standard", "--out", str(f), "--no-progress", "--epochs",
+                       "1"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert f.read_text() == "x"
+
+
+# ------------------------------------------------------------------------------------------- 12. smaller
+@pytest.mark.parametrize("size", [2, 3, 4, 7])
+def test_images_below_the_minimum_size_are_refused_clearly(size):
+    import robustbench_augmix as rba
+    from robustbench_augmix._common import InputError
+
+    for img in (torch.rand(1, 3, size, 40), np.zeros((40, size, 3), np.uint8)):
+        with pytest.raises(InputError, match="at least 8x8 pixels"):
+            rba.corrupt(img, "glass_blur", 5, suite="imagenet-c")
+
+
+def test_every_corruption_handles_the_minimum_size():
+    import robustbench_augmix as rba
+    from robustbench_augmix.corruptions import MIN_IMAGE_SIZE
+
+    for suite in ("imagenet-c", "cifar10-c", "tinyimagenet-c"):
+        for name in rba.corruption_names(suite, extra=True):
+            for sev in range(1, 6):
+                for shape in ((MIN_IMAGE_SIZE, MIN_IMAGE_SIZE), (MIN_IMAGE_SIZE, 21), (21, MIN_IMAGE_SIZE)):
+                    y = rba.corrupt(torch.rand(1, 3, *shape), name, sev, suite=suite)
+                    assert y.shape == (1, 3, *shape)
+
+
+def test_rb_train_prints_an_rb_eval_command_that_rb_eval_accepts(tmp_path, capsys):
+    """For a digits recipe the hint is the checkpoint route on the corrupted digits rb-demo writes."""
+    from robustbench_augmix import demo
+    from robustbench_augmix.generate import Generator, Plan
+
+    out = tmp_path / "runs" / "d"
+    assert train_main(["--recipe", "digits-smallcnn-standard", "--out", str(out), "--epochs", "1", "--limit", "64",
+                       "--no-progress"]) == 0
+    hint = capsys.readouterr().err.split("evaluate it: ", 1)[1].split(" (both written")[0].split()
+    assert hint[0] == "rb-eval"
+    clean = demo.write_test_split(tmp_path / "rb-demo" / "data", limit=20)
+    Generator(Plan(suite="cifar10-c", data=str(clean), out=str(tmp_path / "rb-demo" / "DIGITS-C"),
+                   corruptions=["fog"], severities=(1,))).run()
+    args = [a.replace("rb-demo/", str(tmp_path / "rb-demo") + "/") for a in hint[1:]]
+    assert eval_main([*args, "--corruptions", "fog", "--severities", "1", "--out", str(tmp_path / "r"),
+                      "--no-progress", "--bootstrap", "0"]) == 0

@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     import torch
 
     from .._alloc import keep_freed_memory
-    from .._common import Rate, RBAError, progress_bar
+    from .._common import Rate, RBAError, progress_bar, storage_errors
     from ..corruptions import load_suite, set_frost_dir, suites
 
     keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         return _fail(console, str(e))
 
     try:
-        with progress_bar(True, console=console) as prog:
+        with storage_errors(args.out, gen.space_needed), progress_bar(True, console=console) as prog:
             task = prog.add_task(f"[bold]{suite.id} {plan.shard[0]}/{plan.shard[1]}", total=gen.total_images(),
                                  info="")
             rate = Rate()

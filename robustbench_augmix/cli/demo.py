@@ -35,7 +35,7 @@ def main(argv=None) -> int:
                     help="AugMix batched on the device (default) or per image with PIL")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # commands it prints must not be broken
     from .. import demo
     from .._alloc import keep_freed_memory
     from .._common import RBAError

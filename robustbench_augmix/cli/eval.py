@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     from .._alloc import keep_freed_memory
-    from .._common import RBAError, init_distributed
+    from .._common import RBAError, init_distributed, storage_errors
     from ..corruptions import load_suite, set_frost_dir
     from ..evaluation import Config, Evaluation
     from ..zoo import model_classes
@@ -130,8 +130,10 @@ def main(argv=None) -> int:
             baseline=args.baseline, progress=not args.no_progress, classes=model_classes(info),
             extra_provenance={"command": " ".join(["rb-eval", *(argv if argv is not None else sys.argv[1:])])},
         )
-        ev = Evaluation(model, cfg, pre, info)
-        res = ev.run()
+        built: list = []
+        with storage_errors(args.out, lambda: built[0].space_needed() if built else None):
+            built.append(ev := Evaluation(model, cfg, pre, info))
+            res = ev.run()
     except RBAError as e:
         return fail(str(e))
     except KeyboardInterrupt:

@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     ap.add_argument("--title", default="Robustness report", help="HTML report title")
     args = ap.parse_args(argv)
     err = Console(stderr=True, soft_wrap=True)
-    from .._common import InputError, RBAError
-    from ..report import leaderboard, load_results, to_csv, to_latex, to_markdown, to_rich
+    from .._common import InputError, RBAError, storage_errors
+    from ..report import leaderboard, load_results
 
     try:
         docs = load_results(args.results)
@@ -44,6 +44,17 @@ def main(argv=None) -> int:
     except RBAError as e:
         err.print(f"[bold red]rb-leaderboard:[/] {e}")
         return 2
+    try:
+        with storage_errors(args.out or args.plots, lambda: None):
+            return _write(args, board, docs, err)
+    except RBAError as e:
+        err.print(f"[bold red]rb-leaderboard:[/] {e}")
+        return 2
+
+
+def _write(args, board, docs, err) -> int:
+    from ..report import to_csv, to_latex, to_markdown, to_rich
+
     plots = None
     if args.plots:
         from ..report.html import ordered

@@ -60,12 +60,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def eval_hint(recipe, out: str) -> str:
+    """An rb-eval command that accepts this run. A digits model has no suite of its own: it is scored on the
+    digits test split corrupted with the CIFAR-10-C tables, which rb-demo writes (rb-demo/DIGITS-C, clean
+    split in rb-demo/data), through its checkpoint (a digits card is refused on cifar10-c)."""
+    if recipe.dataset == "digits":
+        ms = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
+        return (f"rb-eval --checkpoint {os.path.join(out, 'model.safetensors')} --arch {recipe.arch} --mean "
+                f"{ms(recipe.mean)} --std {ms(recipe.std)} --suite {recipe.eval_suite} --source official --data "
+                "rb-demo/DIGITS-C --clean-data rb-demo/data (both written by rb-demo)")
+    return f"rb-eval --model {os.path.join(out, 'card.toml')} --suite {recipe.eval_suite}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # commands it prints must not be broken
     from .. import train as T
     from .._alloc import keep_freed_memory
-    from .._common import RBAError
+    from .._common import RBAError, storage_errors
 
     keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -92,8 +104,10 @@ def main(argv=None) -> int:
                             channels_last=args.channels_last, seed=args.seed, resume=args.resume,
                             batched={"auto": None, "device": True, "workers": False}[args.augment_on],
                             progress=not args.no_progress, limit=args.limit, threads=args.threads)
-        trainer = T.Trainer(recipe, cfg)
-        row = trainer.fit()
+        built: list = []
+        with storage_errors(args.out, lambda: built[0].space_needed() if built else None):
+            built.append(trainer := T.Trainer(recipe, cfg))
+            row = trainer.fit()
     except RBAError as e:
         console.print(f"[red]error:[/] {e}")
         return 2
@@ -122,7 +136,7 @@ def main(argv=None) -> int:
         Console().print(res.table())
         print(res.path)
         return 0
-    console.print(f"evaluate it: rb-eval --model {card} --suite {recipe.eval_suite}")
+    console.print(f"evaluate it: {eval_hint(recipe, args.out)}")
     return 0
 
 

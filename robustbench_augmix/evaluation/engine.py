@@ -141,6 +141,10 @@ class Evaluation:
     def data_fingerprint(self) -> str:
         return self.data.fingerprint()
 
+    def space_needed(self) -> int:
+        """Bytes a run writes: the chunk cache (4 outcomes of 10 bytes per image and cell) and the results."""
+        return self.n * len(self.cells) * 10 + (1 << 20)
+
     @property
     def cache_dir(self) -> Path | None:
         return self.cache.dir
