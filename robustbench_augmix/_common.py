@@ -24,9 +24,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["InputError", "RBAError", "Rate", "atomic_write", "cache_dir", "describe_difference", "dist_info",
-           "finite_json", "init_distributed", "inside", "json_dump", "key_hash", "package_tables", "plain_name",
-           "progress_bar", "save_npy", "sha256_file", "StorageError", "storage_errors", "tomllib", "versions"]
+__all__ = ["InputError", "RBAError", "Rate", "StorageError", "atomic_write", "cache_dir", "check_device",
+           "describe_difference", "dist_info", "finite_json", "init_distributed", "inside", "json_dump", "key_hash",
+           "package_tables", "plain_name", "progress_bar", "save_npy", "sha256_file", "storage_errors", "tomllib",
+           "versions"]
 
 
 class RBAError(Exception):
@@ -206,6 +207,23 @@ def describe_difference(old: Mapping, new: Mapping) -> tuple[list[str], str]:
     """The keys that differ, and ``"key: old there, new now; ..."`` for an error message."""
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return diff, "; ".join(f"{k}: {_short(old.get(k))} there, {_short(new.get(k))} now" for k in diff)
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can use it, else an :class:`InputError` that says what is visible."""
+    import torch
+
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"--device {device!r} is not a device torch knows ({e}); use cpu, cuda or cuda:N") from None
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device is visible here (torch.cuda.is_available() is "
+                             f"False; torch {torch.__version__}); use --device cpu")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    return device
 
 
 # ---------------------------------------------------------------------------------- distributed

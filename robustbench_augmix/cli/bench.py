@@ -167,6 +167,13 @@ def main(argv=None) -> int:
     from .._alloc import keep_freed_memory
 
     keep_freed_memory()  # as rb-corrupt, rb-eval and rb-train run
+    from .._common import RBAError, check_device
+
+    try:
+        check_device(args.device)
+    except RBAError as e:
+        err.print(f"[red]rb-bench:[/] {e}")
+        return 2
     if args.what == "eval":
         return _main_eval(args, err)
     if args.what == "train":

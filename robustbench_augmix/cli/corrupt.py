@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 EXAMPLES = """examples:
@@ -30,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--workers", type=int, default=None, help="CPU threads for the kernels (default: all cores)")
-    ap.add_argument("--shard", default=None, help="i/n: this process does part i of n (default: torchrun's rank)")
+    ap.add_argument("--shard", default=None, help="i/n: this process does part i of n, counted from 0 (0/4, 1/4, 2/4, "
+                    "3/4; default: torchrun's rank)")
     ap.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                     help="a source image that cannot be read: stop (default) or skip it and report it")
     ap.add_argument("--limit", type=int, default=None, help="only the first N clean images")
@@ -62,7 +64,8 @@ def _shard(spec: str | None) -> tuple[int, int]:
     except ValueError:
         raise InputError(f"--shard must look like i/n (e.g. 0/4), got {spec!r}") from None
     if not 0 <= i < n:
-        raise InputError(f"--shard {spec}: need 0 <= i < n")
+        raise InputError(f"--shard {spec}: parts are counted from 0, so i/n needs 0 <= i < n (the 4 parts of 4 are "
+                         "0/4, 1/4, 2/4 and 3/4)")
     return i, n
 
 
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     import torch
 
     from .._alloc import keep_freed_memory
-    from .._common import Rate, RBAError, progress_bar, storage_errors
+    from .._common import Rate, RBAError, check_device, progress_bar, storage_errors
     from ..corruptions import load_suite, set_frost_dir, suites
 
     keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
         for sid in suites():
             s = load_suite(sid)
             t.add_row(sid, str(s.image_size), s.layout,
-                      ", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True)))
+                      # escaped: rich would read "[speckle_noise]" as markup and print nothing
+                      escape(", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True))))
         Console().print(t)
         return 0
 
@@ -126,6 +130,7 @@ def main(argv=None) -> int:
     from ..generate import Generator, Plan
 
     try:
+        check_device(args.device)
         plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=names, severities=sevs,
                     seed=args.seed, batch_size=args.batch_size, device=args.device, shard=_shard(args.shard),
                     on_error=args.on_error, limit=args.limit, allow_existing=args.allow_existing)

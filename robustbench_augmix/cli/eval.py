@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     import torch.distributed as dist
 
     from .._alloc import keep_freed_memory
-    from .._common import RBAError, init_distributed, storage_errors
+    from .._common import RBAError, check_device, init_distributed, storage_errors
     from ..corruptions import load_suite, set_frost_dir
     from ..evaluation import Config, Evaluation
     from ..zoo import model_classes
@@ -114,6 +114,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.frost_dir:
         set_frost_dir(args.frost_dir)
+    try:
+        check_device(args.device)
+    except RBAError as e:
+        return fail(str(e))
     device, created_group = init_distributed(args.device)
     try:
         suite = load_suite(args.suite)

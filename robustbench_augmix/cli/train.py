@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     console = Console(stderr=True, soft_wrap=True)  # commands it prints must not be broken
     from .. import train as T
     from .._alloc import keep_freed_memory
-    from .._common import RBAError, storage_errors
+    from .._common import RBAError, check_device, storage_errors
 
     keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
                             batched={"auto": None, "device": True, "workers": False}[args.augment_on],
                             progress=not args.no_progress, limit=args.limit, threads=args.threads)
         built: list = []
+        check_device(args.device)
         with storage_errors(args.out, lambda: built[0].space_needed() if built else None):
             built.append(trainer := T.Trainer(recipe, cfg))
             row = trainer.fit()

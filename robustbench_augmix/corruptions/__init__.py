@@ -131,9 +131,14 @@ def _apply_chunk(c: Corruption, x: torch.Tensor, params: Params, seeds: Sequence
     return c.apply(x, params, draws)
 
 
-def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c", seed: int = 0,
-            index=None, quantize: bool = True):
+def corrupt(images, corruption: str | None = None, severity: int = 1, *, suite: str = "imagenet-c", seed: int = 0,
+            index=None, quantize: bool = True, corruption_name: str | None = None,
+            corruption_number: int | None = None):
     """Corrupt images with one (corruption, severity) cell of a suite's table.
+
+    The reference package's call convention works too: ``corrupt(image, corruption_name="fog",
+    severity=3)`` or ``corruption_number=9`` (the index in ``corruption_names(suite, extra=True)``, the
+    reference's order), on uint8 ``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` images.
 
     Args:
         images: a float tensor ``(N, 3, H, W)`` or ``(3, H, W)`` in [0, 1] (same shape back, float);
@@ -154,6 +159,7 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
         (torch.Size([2, 3, 32, 32]), True)
     """
     s = load_suite(suite)
+    corruption = _resolve_name(s, corruption, corruption_name, corruption_number)
     check_corruption(corruption, s)
     severity = _check_severity(severity)
 
@@ -161,10 +167,12 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
         if images.dtype != np.uint8:
             raise InputError(f"numpy images must be uint8 (H, W, 3) or (H, W), got dtype {images.dtype}; "
                              "pass a float tensor (N, 3, H, W) in [0, 1] for float data")
+        if images.ndim == 3 and images.shape[2] == 1:
+            images = images[:, :, 0]
         if images.ndim == 2:
             images = np.repeat(images[:, :, None], 3, axis=2)
         if images.ndim != 3 or images.shape[2] != 3:
-            raise InputError(f"numpy images must have shape (H, W, 3) or (H, W), got {images.shape}")
+            raise InputError(f"numpy images must have shape (H, W, 3), (H, W, 1) or (H, W), got {images.shape}")
         _check_size(images.shape[:2])
         x = torch.from_numpy(np.array(images, copy=True)).permute(2, 0, 1)[None]
         seeds = _seeds(seed, s, corruption, severity, index, 1)
@@ -195,6 +203,20 @@ def corrupt(images, corruption: str, severity: int, *, suite: str = "imagenet-c"
     y = apply(x.float(), corruption, severity, suite=suite, seeds=seeds)
     y = (floor_levels(y) if quantize else y).to(orig_dtype)
     return y[0] if single else y
+
+
+def _resolve_name(s: Suite, corruption, name, number) -> str:
+    given = [v is not None for v in (corruption, name, number)]
+    if sum(given) != 1:
+        raise InputError("name the corruption once: corrupt(images, 'fog', 3), or the reference package's "
+                         "corruption_name='fog' or corruption_number=9")
+    if number is not None:
+        names = s.names(extra=True)
+        if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or not 0 <= number < len(names):
+            raise InputError(f"corruption_number must be an integer in 0..{len(names) - 1} "
+                             f"({', '.join(names)}), got {number!r}")
+        return names[int(number)]
+    return corruption if corruption is not None else name
 
 
 def _seeds(seed, s: Suite, corruption: str, severity: int, index, n: int) -> list[int]:
