@@ -67,3 +67,45 @@ def test_shards_are_counted_from_zero(capsys):
 
     assert main(["--suite", "cifar10-c", "--data", ".", "--out", "x", "--shard", "4/4"]) == 2
     assert "counted from 0" in capsys.readouterr().err
+
+
+def test_different_protocols_never_share_a_result_file(tmp_path, capsys):
+    """The README's first two rb-eval lines (on the fly, then from files) in one --out: two results, no
+    refusal; and a refusal for other weights under one name says so without the factory-seeding hint."""
+    import json
+    import textwrap
+
+    from conftest import write_cifar
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.cli.eval import main as eval_main
+
+    imgs = np.stack([photo(i % 5, 32) for i in range(10)])
+    root = write_cifar(tmp_path / "cifar", imgs, list(range(10)))
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import torch
+        def build():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
+    """))
+    assert corrupt_main(["--suite", "cifar10-c", "--data", str(root), "--out", str(tmp_path / "C"),
+                         "--corruptions", "fog"]) == 0
+    common = ["--model", f"{tmp_path / 'm.py'}:build", "--suite", "cifar10-c", "--corruptions", "fog",
+              "--out", str(tmp_path / "results"), "--no-progress", "--bootstrap", "0"]
+    assert eval_main([*common, "--data", str(root)]) == 0
+    assert eval_main([*common, "--source", "official", "--data", str(tmp_path / "C"), "--clean-data", str(root)]) == 0
+    assert eval_main([*common, "--data", str(root), "--seed", "3", "--limit", "5"]) == 0
+    names = sorted(p.name for p in (tmp_path / "results").glob("*.json"))
+    assert names == ["m.build__cifar10-c.json", "m.build__cifar10-c__official.json",
+                     "m.build__cifar10-c__seed3__first5.json"]
+    assert json.loads((tmp_path / "results" / names[1]).read_text())["data"]["source"] == "official"
+    capsys.readouterr()
+    torch.manual_seed(1)
+    ck = tmp_path / "w.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)).state_dict(), ck)
+    base = ["--corruptions", "fog", "--data", str(root), "--out", str(tmp_path / "results"), "--name", "same",
+            "--no-progress", "--bootstrap", "0"]
+    assert eval_main(["--model", f"{tmp_path / 'm.py'}:build", *base]) == 0
+    assert eval_main(["--model", f"{tmp_path / 'm.py'}:build", "--checkpoint", str(ck), *base]) == 2
+    err = capsys.readouterr().err
+    assert "another checkpoint or card" in err and "must seed them" not in err

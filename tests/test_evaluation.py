@@ -136,7 +136,7 @@ def test_official_npy_equals_on_the_fly(cifar_eval, tmp_path):
     assert _run([*common, "--source", "official", "--data", str(gen), "--clean-data", str(root),
                  "--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "tiny.build__cifar10-c.json").read_text())
-    b = json.loads((tmp_path / "b" / "tiny.build__cifar10-c.json").read_text())
+    b = json.loads((tmp_path / "b" / "tiny.build__cifar10-c__official.json").read_text())
     assert a["data"]["source"] == "generate" and b["data"]["source"] == "official"
     assert a["cells"] == b["cells"] and a["aggregates"] == b["aggregates"]
 
@@ -152,7 +152,7 @@ def test_official_imagefolder_equals_on_the_fly_with_storage_jpeg(folder_root, t
     assert _run([*common, "--source", "official", "--data", str(gen), "--clean-data", str(folder_root),
                  "--out", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "tiny.build2__tinyimagenet-c.json").read_text())
-    b = json.loads((tmp_path / "b" / "tiny.build2__tinyimagenet-c.json").read_text())
+    b = json.loads((tmp_path / "b" / "tiny.build2__tinyimagenet-c__official.json").read_text())
     assert a["data"]["storage_jpeg"] == 85
     assert a["cells"] == b["cells"]
 

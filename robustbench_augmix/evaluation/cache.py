@@ -63,7 +63,7 @@ class CellCache:
     def __init__(self, folder: Path | None) -> None:
         self.dir = folder
 
-    def check(self, identity: Mapping, write: bool) -> None:
+    def check(self, identity: Mapping, write: bool, factory: bool = True) -> None:
         """Refuse a folder written by another run; record ``identity`` in a new one (``write``: rank 0)."""
         if self.dir is None:
             return
@@ -77,7 +77,9 @@ class CellCache:
                 diff, shown = describe_difference(old, identity)
                 hint = (" The model's weights differ (sha256 of its state dict): a factory that builds untrained"
                         " or randomly initialised weights must seed them (torch.manual_seed) to resume."
-                        if "model" in diff else "")
+                        if "model" in diff and factory else
+                        " The model's weights differ (sha256 of its state dict): another checkpoint or card was"
+                        " evaluated under this name." if "model" in diff else "")
                 if "data" in diff:
                     hint += (" The images read are not the ones the cells were computed from (another --data or"
                              " --clean-data, or files changed since; a copy made without keeping modification"

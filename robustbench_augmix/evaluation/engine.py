@@ -131,8 +131,7 @@ class Evaluation:
                                       "data (an extra class folder) by the next run; write the results elsewhere")
         if self.world > 1 and self.out is None:
             raise EvaluationError("under torchrun, pass --out: the ranks exchange their chunks through it")
-        self.name = (plain_name(cfg.name, "--name") if cfg.name is not None
-                     else f"{_safe_name(self.model_info['id'])}__{self.suite.id}")
+        self.name = plain_name(cfg.name, "--name") if cfg.name is not None else self._default_name()
         self.cache = CellCache(None if self.out is None else self.out / f"{self.name}.cells")
         self.check_num_classes = True  # rb-bench eval turns it off: its synthetic labels fit any head
         self._passes = 0  # forward passes so far (the heap is trimmed every TRIM_EVERY on the CPU)
@@ -140,6 +139,23 @@ class Evaluation:
     @functools.cached_property
     def data_fingerprint(self) -> str:
         return self.data.fingerprint()
+
+    def _default_name(self) -> str:
+        """``<model>__<suite>``, plus what makes another protocol (so that two protocols never share a file):
+        ``__official`` (read from files), ``__seed<k>``, ``__first<n>`` (``--limit``), ``__jpeg-on/off``
+        (a storage JPEG other than the suite's default). Subsets of corruptions or severities share the
+        name: their cells are the same cells, and a later run adds the missing ones."""
+        cfg = self.cfg
+        parts = [_safe_name(self.model_info["id"]), self.suite.id]
+        if self.source_kind == "official":
+            parts.append("official")
+        if cfg.seed:
+            parts.append(f"seed{cfg.seed}")
+        if cfg.limit is not None:
+            parts.append(f"first{cfg.limit}")
+        if cfg.storage_jpeg is not None and cfg.storage_jpeg != (self.suite.layout == "imagefolder"):
+            parts.append("jpeg-on" if cfg.storage_jpeg else "jpeg-off")
+        return "__".join(parts)
 
     def space_needed(self) -> int:
         """Bytes a run writes: the chunk cache (4 outcomes of 10 bytes per image and cell) and the results."""
@@ -241,7 +257,9 @@ class Evaluation:
         if self.cache.dir is not None:
             self.cache.dir.mkdir(parents=True, exist_ok=True)
         self._barrier()
-        self.cache.check(self.identity(), write=self.rank == 0)
+        # weights built by a factory (not read from a checkpoint or card) differ when unseeded
+        self.cache.check(self.identity(), write=self.rank == 0,
+                         factory=not {"card", "checkpoint", "weights"} & set(self.model_info))
         mine = [k for k in range(len(chunks)) if k % self.world == self.rank]
         cached = {k: self.cache.load(k) for k in mine}
         todo = {k: [c for c in self.cells if c not in cached[k]] for k in mine}
