@@ -89,6 +89,8 @@ class Generator:
                              "source images by the next run (and resuming would be impossible); write elsewhere")
         self.source_fingerprint = fingerprint(self.source)
         self._skipped_rel: dict[tuple, list[str]] = {}
+        if self.suite.layout == "imagefolder":
+            self._check_collisions()
 
     # ---------------------------------------------------------------- run identity and resumption
     def config(self) -> dict:
@@ -116,6 +118,22 @@ class Generator:
                 )
         else:
             json_dump(path, cfg)
+
+    def _check_collisions(self) -> None:
+        """Every source image gets its own output file: ``x.png`` and ``x.jpg`` in one class would both become
+        ``x.JPEG``, and one would be lost. Refused before anything is written, naming the pairs."""
+        seen: dict[str, str] = {}
+        clash = []
+        for i in range(self.n):
+            rel = Path(self.source.relpath(i))
+            key = str(rel.parent / (rel.stem + ".JPEG"))
+            if key in seen:
+                clash.append(f"{seen[key]} and {rel}")
+            seen.setdefault(key, str(rel))
+        if clash:
+            raise InputError(f"{len(clash)} pair(s) of source images would be written to the same file (the "
+                             f"layout names every output <stem>.JPEG): {'; '.join(clash[:5])}"
+                             f"{' ...' if len(clash) > 5 else ''}. Rename one of each pair in --data")
 
     # ---------------------------------------------------------------- which files are ours
     def _journal(self, unit) -> Path:
@@ -242,6 +260,10 @@ class Generator:
         k, nsh = self.plan.shard
         mine = [i for i in range(self.n) if i % nsh == k]
         unit_dir = self.out / c / str(s)
+        # Every class folder of the source in every cell, images or not (the released ImageNet-C has all
+        # 1,000): readers that map folders to labels (RobustBench's load_imagenetc, ours) rely on it.
+        for cls in self.source.classes:
+            (unit_dir / cls).mkdir(parents=True, exist_ok=True)
         listed = {str(p.relative_to(self.out)) for p in unit_dir.rglob("*") if p.is_file()} if unit_dir.exists() \
             else set()  # listed before the journals are read: a file another shard adds now is journaled first
         ours = self._ours((c, s))
@@ -335,7 +357,8 @@ class Generator:
                    if (p := self.out / STATE_DIR / f"{c}-{s}.skipped.json").exists()}
         if (self.out / "labels.npy").exists():
             files["labels.npy"] = sha256_file(self.out / "labels.npy")
-        manifest = {"schema": 1, **self.config(), "corruptions": list(self.plan.corruptions),
+        classes = {"classes": list(self.source.classes)} if self.suite.layout == "imagefolder" else {}
+        manifest = {"schema": 1, **self.config(), "corruptions": list(self.plan.corruptions), **classes,
                     "generator": self.suite.generator, "source": str(Path(self.plan.data).expanduser()),
                     "versions": versions(), "files": dict(sorted(files.items())), "skipped": skipped}
         path = self.out / "manifest.json"

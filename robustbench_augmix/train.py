@@ -338,7 +338,8 @@ class Trainer:
             "recipe": {"text": self.r.text, **{k: v for k, v in self.r.to_dict().items() if k != "id"},
                        "recipe_id": self.r.id, "seed": self.cfg.seed},
             "training": {**{k: float(last[k]) for k in ("test_error", "train_loss") if last.get(k) not in (None, "")},
-                         "epochs_run": int(last.get("epoch", 0) or 0), **versions()},
+                         "epochs_run": int(last.get("epoch", 0) or 0), "images": len(self.ds),
+                         **({"limit": self.cfg.limit} if self.cfg.limit else {}), **versions()},
             "reported": {},
         }
         zoo_card, why = self._reproduces()

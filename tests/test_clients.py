@@ -109,3 +109,61 @@ def test_different_protocols_never_share_a_result_file(tmp_path, capsys):
     assert eval_main(["--model", f"{tmp_path / 'm.py'}:build", "--checkpoint", str(ck), *base]) == 2
     err = capsys.readouterr().err
     assert "another checkpoint or card" in err and "must seed them" not in err
+
+
+def test_imagefolder_cells_mirror_every_class_folder_and_limits_round_trip(tmp_path, capsys):
+    """An empty source class and --limit: every cell still has every class folder (as the released
+    ImageNet-C has all 1,000), the manifest lists the classes, and rb-eval --source official --limit reads
+    the tree back with the right labels."""
+    import json
+    import textwrap
+
+    from PIL import Image
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.cli.eval import main as eval_main
+
+    src = tmp_path / "val"
+    for ci, cls in enumerate(["n01", "n02", "n03", "n04"]):
+        (src / cls).mkdir(parents=True)
+        if cls != "n03":  # an empty class
+            for k in range(2):
+                Image.fromarray(photo(ci + k, 64)).save(src / cls / f"{cls}_{k}.JPEG")
+    out = tmp_path / "C"
+    assert corrupt_main(["--suite", "tinyimagenet-c", "--data", str(src), "--out", str(out), "--corruptions",
+                         "contrast", "--severities", "1", "--limit", "3"]) == 0
+    assert sorted(p.name for p in (out / "contrast" / "1").iterdir()) == ["n01", "n02", "n03", "n04"]
+    assert json.loads((out / "manifest.json").read_text())["classes"] == ["n01", "n02", "n03", "n04"]
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import torch
+        def build():
+            torch.manual_seed(0)
+            return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(48, 4))
+    """))
+    common = ["--model", f"{tmp_path / 'm.py'}:build", "--suite", "tinyimagenet-c", "--corruptions", "contrast",
+              "--severities", "1", "--out", str(tmp_path / "r"), "--no-progress", "--bootstrap", "0"]
+    assert eval_main([*common, "--source", "official", "--data", str(out), "--clean-data", str(src)]) == 2
+    assert "pass --limit 3" in capsys.readouterr().err
+    assert eval_main([*common, "--source", "official", "--data", str(out), "--clean-data", str(src),
+                      "--limit", "3"]) == 0
+    assert eval_main([*common, "--data", str(src), "--limit", "3"]) == 0
+    a, b = (json.loads(p.read_text()) for p in sorted((tmp_path / "r").glob("*.json")))
+    assert a["data"]["n_images"] == b["data"]["n_images"] == 3
+    assert [c["correct"] for c in a["cells"]] == [c["correct"] for c in b["cells"]]
+
+
+def test_two_sources_with_one_stem_are_refused_before_writing(tmp_path, capsys):
+    from PIL import Image
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+
+    src = tmp_path / "val" / "n01"
+    src.mkdir(parents=True)
+    Image.fromarray(photo(0, 64)).save(src / "x.png")
+    Image.fromarray(photo(1, 64)).save(src / "x.jpg")
+    Image.fromarray(photo(2, 64)).save(src / "y.png")
+    assert corrupt_main(["--suite", "tinyimagenet-c", "--data", str(tmp_path / "val"), "--out", str(tmp_path / "C"),
+                         "--corruptions", "contrast", "--severities", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "n01/x.jpg and n01/x.png" in err and "same file" in err
+    assert not (tmp_path / "C").exists()

@@ -74,16 +74,20 @@ def open_data(suite: Suite, *, source: str, data, clean_data, clean: bool, cells
     except DatasetMissing as e:
         raise EvaluationError(str(e)) from None
     srcs = [s for s in (clean_src, official) if s is not None]
-    sizes = {len(s) for s in srcs}
+    # --limit N takes the first N of each: files written with rb-corrupt --limit N score against the first
+    # N clean images.
+    sizes = {len(s) if limit is None else min(limit, len(s)) for s in srcs}
     if len(sizes) != 1:
+        hint = (f"; if the files were written with rb-corrupt --limit {len(official)}, pass --limit "
+                f"{len(official)}" if len(official) < len(clean_src) else "")
         raise EvaluationError(f"the clean set has {len(clean_src)} images but the corrupted set "
-                              f"{len(official)}; they must be the same test set")
-    labels = [np.asarray(s.labels) for s in srcs]
+                              f"{len(official)}; they must be the same test set{hint}")
+    n = sizes.pop()
+    labels = [np.asarray(s.labels)[:n] for s in srcs]
     if len(labels) == 2 and not np.array_equal(labels[0], labels[1]):
         raise EvaluationError("the clean and corrupted sets have different labels; they must be the same "
                               "test set in the same order")
-    n = sizes.pop()
-    out = EvalData(clean_src, official, torch.as_tensor(labels[0]), n if limit is None else min(limit, n),
+    out = EvalData(clean_src, official, torch.as_tensor(labels[0]), n,
                    suite.num_classes, "folder names, sorted")
     first = srcs[0]
     # The data's own class list where it has one (ImageFolder folders, named in-memory classes); else the
