@@ -167,3 +167,42 @@ def test_two_sources_with_one_stem_are_refused_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "n01/x.jpg and n01/x.png" in err and "same file" in err
     assert not (tmp_path / "C").exists()
+
+
+def test_reported_numbers_join_only_a_board_of_their_dataset(tmp_path):
+    """The digits demo models are scored with the CIFAR-10-C tables but are digits models: the CIFAR-10
+    papers' numbers do not join their board; a CIFAR-10 result's board gets them."""
+    import textwrap
+
+    from robustbench_augmix.data.sources import ArraySource
+    from robustbench_augmix.report import leaderboard, load_results
+
+    card = tmp_path / "card.toml"
+    card.write_text(textwrap.dedent("""
+        id = "digits-run"
+        name = "digits"
+        dataset = "digits"
+        num_classes = 10
+        builder = "cifar:smallcnn"
+        params = 1
+        [weights]
+        licence = "own"
+        [preprocess]
+        input_size = 32
+        mean = [0.5, 0.5, 0.5]
+        std = [0.5, 0.5, 0.5]
+        [recipe]
+        [reported]
+    """))
+    imgs = np.stack([photo(i % 5, 32) for i in range(8)])
+    data = ArraySource(imgs, np.arange(8) % 10)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
+    kw = dict(corruptions=["fog"], severities=[1], progress=False, n_boot=0, out=str(tmp_path / "r"))
+    rba.evaluate(net, "cifar10-c", data, model_info={"id": "digits-run", "card": str(card)}, name="d", **kw)
+    rba.evaluate(net, "cifar10-c", data, model_info={"id": "mine"}, name="c", **kw)
+    board = leaderboard(load_results([tmp_path / "r" / "d.json"]), reported=True)
+    assert [r["source"] for r in board.rows] == ["measured"]
+    assert any("digits models" in n for n in board.notes)
+    board = leaderboard(load_results([tmp_path / "r" / "c.json"]), reported=True)
+    assert "reported" in [r["source"] for r in board.rows]

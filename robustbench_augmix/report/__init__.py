@@ -116,6 +116,21 @@ def _reported(model: Mapping) -> dict:
     return {}
 
 
+def _dataset(doc: Mapping) -> str | None:
+    """The dataset a result's model was trained and scored on: its card's (a digits model scored with the
+    CIFAR-10-C tables is a digits result), else the suite's."""
+    from ..corruptions import load_suite
+    from ..zoo import get_card
+
+    card = doc["model"].get("card")
+    if card and (not str(card).endswith(".toml") or Path(card).is_file()):
+        try:
+            return get_card(str(card)).dataset
+        except ValueError:
+            return None
+    return doc["suite"].get("dataset") or load_suite(doc["suite"]["id"]).dataset
+
+
 def _reported_rows(suite_id: str, metric: str, measured: set[str]) -> list[dict]:
     """Rows for the zoo's cards on this suite's dataset that report the board's metric and were not
     measured here: the paper's numbers (on its released -C files), marked as reported."""
@@ -172,9 +187,17 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False, reported: bo
         rows.append(row)
     notes = []
     if reported:
-        extra = _reported_rows(results[0]["suite"]["id"], metric, {r["model"] for r in rows})
+        from ..corruptions import load_suite
+
+        want = load_suite(results[0]["suite"]["id"]).dataset
+        other = sorted({str(ds) for ds in map(_dataset, results) if ds != want})
+        # Reported numbers join only a board of the same dataset (and the -C protocol of their paper).
+        extra = [] if other else _reported_rows(results[0]["suite"]["id"], metric, {r["model"] for r in rows})
         rows += extra
-        if extra:
+        if other:
+            notes.append(f"reported rows left out: these results are {', '.join(other)} models, the papers' "
+                         f"numbers are of {want} models")
+        elif extra:
             notes.append(f"{len(extra)} reported row(s): the papers' numbers from the zoo cards, not measured here")
     rows.sort(key=lambda r: (r[metric] is None, r[metric] if r[metric] is not None else 0.0))
     for i, r in enumerate(rows, 1):
