@@ -206,3 +206,46 @@ def test_reported_numbers_join_only_a_board_of_their_dataset(tmp_path):
     assert any("digits models" in n for n in board.notes)
     board = leaderboard(load_results([tmp_path / "r" / "c.json"]), reported=True)
     assert "reported" in [r["source"] for r in board.rows]
+
+
+def test_terminal_tables_stay_readable_at_80_columns(tmp_path):
+    """rb-leaderboard at 80 columns (a pipe's width): every clean and corruption error is printed whole on
+    its row; rb-zoo list keeps whole ids."""
+    import io
+
+    from rich.console import Console
+
+    from robustbench_augmix.cli.zoo import main as zoo_main
+    from robustbench_augmix.data.sources import ArraySource
+    from robustbench_augmix.report import leaderboard, load_results, to_rich
+
+    imgs = np.stack([photo(i % 5, 32) for i in range(8)])
+    data = ArraySource(imgs, np.arange(8) % 10)
+    paths = []
+    for k in range(3):
+        torch.manual_seed(k)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
+        name = f"a-rather-long-model-name-number-{k}-augmix-seed{k}"
+        res = rba.evaluate(net, "cifar10-c", data, model_info={"id": name, "builder": "timm:resnet18"},
+                           progress=False, n_boot=0, out=str(tmp_path / "r"), name=name)
+        paths.append(res.path)
+    board = leaderboard(load_results(paths))
+    buf = io.StringIO()
+    con = Console(file=buf, width=80, color_system=None)
+    con.print(to_rich(board, width=80))
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for r in board.rows:
+        for key in ("clean_error", "mean_corruption_error"):
+            assert f"{r[key]:.2f}" in text, (key, r[key])
+    assert "mCE" not in text.split("\n", 3)[2], "an always-empty mCE column on a CIFAR board"
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        assert zoo_main(["list"]) == 0
+    from robustbench_augmix.zoo import cards
+
+    listing = out.getvalue()
+    assert "…" not in listing and max(len(line) for line in listing.splitlines()) <= 80
+    assert all(c.id in listing for c in cards())

@@ -24,6 +24,9 @@ def main(argv=None) -> int:
     ap.add_argument("results", nargs="+", help="result JSON files written by rb-eval")
     ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex", "html"], default="terminal")
     ap.add_argument("--per-corruption", action="store_true", help="the paper-style table: one column per corruption")
+    ap.add_argument("--wide", action="store_true",
+                    help="terminal format: every column, however narrow the terminal (default: below 110 columns "
+                         "the architecture, parameters and source columns are left out; use --format csv for all)")
     ap.add_argument("--allow-mixed", action="store_true", help="rank results of different protocols together")
     ap.add_argument("--reported", action="store_true",
                     help="add the zoo cards of this dataset that were not measured, with their papers' numbers "
@@ -68,7 +71,8 @@ def _write(args, board, docs, err) -> int:
         err.print(f"wrote {write_html(board, docs, args.out, plots, args.title)}")
         return 0
     if args.format == "terminal":
-        Console(file=open(args.out, "w") if args.out else None).print(to_rich(board))
+        console = Console(file=open(args.out, "w") if args.out else None)
+        console.print(to_rich(board, width=console.width, wide=args.wide))
         return 0
     text = {"markdown": lambda: to_markdown(board, args.per_corruption), "csv": lambda: to_csv(board),
             "latex": lambda: to_latex(board)}[args.format]()

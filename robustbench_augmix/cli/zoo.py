@@ -29,10 +29,21 @@ def main(argv=None) -> int:
     from ..zoo import cards, get_card, resolve_weights, torch_hub_dir
 
     if args.what == "list":
-        t = Table(title="model cards (reported numbers in %, from the card's citation)")
-        for h in ("id", "dataset", "architecture", "params", "clean err", "corruption err / mCE", "weights"):
-            t.add_column(h, justify="right" if h in ("params", "clean err", "corruption err / mCE") else "left",
-                         no_wrap=h == "id")
+        # Below 110 columns (pipes count as 80) the architecture and parameter count are left out, so that
+        # ids and numbers stay whole; rb-zoo show has everything.
+        narrow = out.width < 110
+        heads = [h for h in ("id", "dataset", "architecture", "params", "clean err", "corr. err / mCE", "weights")
+                 if not (narrow and h in ("architecture", "params"))]
+        short = {"clean err": "clean", "corr. err / mCE": "corr/mCE"} if narrow else {}
+        from rich import box
+
+        t = Table(title="model cards (reported numbers in %, from the card's citation)",
+                  box=box.SIMPLE_HEAD if narrow else box.HEAVY_HEAD, pad_edge=not narrow,
+                  collapse_padding=narrow)
+        for h in heads:
+            numeric = h in ("params", "clean err", "corr. err / mCE")
+            t.add_column(short.get(h, h), justify="right" if numeric else "left", no_wrap=h != "architecture",
+                         overflow="fold")
         for c in cards(args.name or "*", args.dataset):
             r = c.reported
             ce = r.get("mce", r.get("mean_corruption_error"))
@@ -42,9 +53,11 @@ def main(argv=None) -> int:
             else:
                 w = c.weights
                 state = "rb-train" if w.get("train_recipe") else "by hand" if w.get("manual_url") else "none"
-            t.add_row(c.id, c.dataset, c.builder, f"{c.params / 1e6:.1f}M",
-                      "-" if r.get("clean_error") is None else f"{r['clean_error']:.1f}",
-                      "-" if ce is None else f"{ce:.1f}" + (" mCE" if "mce" in r else ""), state)
+            row = {"id": c.id, "dataset": c.dataset, "architecture": c.builder, "params": f"{c.params / 1e6:.1f}M",
+                   "clean err": "-" if r.get("clean_error") is None else f"{r['clean_error']:.1f}",
+                   "corr. err / mCE": "-" if ce is None else f"{ce:.1f}" + (" mCE" if "mce" in r else ""),
+                   "weights": state}
+            t.add_row(*(row[h] for h in heads))
         out.print(t)
         return 0
     if not args.name:

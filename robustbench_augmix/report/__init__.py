@@ -278,15 +278,32 @@ def to_latex(board: Board) -> str:
     return "\n".join(out)
 
 
-def to_rich(board: Board):
+# Dropped first when the terminal is narrow (they describe the model; the numbers are the board).
+_NARROW_DROP = ("architecture", "params", "source")
+
+
+def to_rich(board: Board, width: int | None = None, wide: bool = False):
+    """A rich table of the board. Columns empty in every row (mCE on a CIFAR board, say) are left out;
+    below 110 columns (``width``, e.g. the console's; pipes count as 80) the architecture, parameter
+    count and source columns are too, unless ``wide``; numbers never wrap, model names fold."""
+    from rich.markup import escape
     from rich.table import Table
 
+    cells = [_cells(r) for r in board.rows]
+    keep = [i for i, (key, _) in enumerate(COLUMNS)
+            if key in ("rank", "model") or any(c[i] not in ("-", "") for c in cells)]
+    if not wide and width is not None and width < 110:
+        keep = [i for i in keep if COLUMNS[i][0] not in _NARROW_DROP]
     t = Table(title="robustness leaderboard (errors in %, lower is better)",
-              caption=f"protocol: {board.protocol}" + ("  [red]MIXED[/]" if board.mixed else "")
-              + "".join(f"\nnote: {n}" for n in board.notes))
-    for _, h in COLUMNS:
-        t.add_column(h, justify="right" if h not in ("model", "architecture", "source", "vs reported") else "left",
-                     no_wrap=h in ("model", "architecture"), overflow="fold")
-    for r in board.rows:
-        t.add_row(*_cells(r))
+              caption=escape(f"protocol: {board.protocol}") + ("  [red]MIXED[/]" if board.mixed else "")
+              + "".join(f"\nnote: {escape(n)}" for n in board.notes))
+    longest = max((len(c[1]) for c in cells), default=5)
+    for i in keep:
+        key, h = COLUMNS[i]
+        text = key in ("model", "architecture", "source", "delta")
+        # model names stay whole up to 36 characters (longer ones fold); the delta text folds first
+        t.add_column(h, justify="left" if text else "right", no_wrap=not text, overflow="fold",
+                     min_width=min(longest, 36) if key == "model" else None, ratio=2 if key == "delta" else None)
+    for c in cells:
+        t.add_row(*(escape(c[i]) for i in keep))
     return t
