@@ -4,13 +4,36 @@ The public API: :func:`corrupt`, :func:`corruption_names`, :func:`suites`, :func
 :func:`set_frost_dir`, :func:`evaluate` (with :class:`Preprocess` and :class:`Results`), :func:`load_model`
 (a zoo card -> model, preprocessing, provenance), :func:`resolve_model` (every way of naming a model) and
 :class:`RBAError`, the base class of every error a user can cause.
+
+The names are imported on first use (PEP 562), so ``rb-eval --help``, ``rb-zoo list`` and ``rb-train
+--list`` answer without importing torch.
 """
 
+from __future__ import annotations
+
+import importlib
+
 from ._common import RBAError
-from .corruptions import corrupt, corruption_names, load_suite, set_frost_dir, suites
-from .evaluation import Preprocess, Results, evaluate
-from .zoo import load_model, resolve_model
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "corrupt": "corruptions", "corruption_names": "corruptions", "load_suite": "corruptions",
+    "set_frost_dir": "corruptions", "suites": "corruptions",
+    "Preprocess": "preprocess", "Results": "evaluation", "evaluate": "evaluation",
+    "load_model": "zoo", "resolve_model": "zoo",
+}
 __all__ = ["Preprocess", "RBAError", "Results", "__version__", "corrupt", "corruption_names", "evaluate",
            "load_model", "load_suite", "resolve_model", "set_frost_dir", "suites"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'robustbench_augmix' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

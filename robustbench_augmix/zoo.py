@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,9 +156,19 @@ def get_card(name: str) -> Card:
 
 # ------------------------------------------------------------------------------------- weights
 def torch_hub_dir() -> Path:
-    import torch
+    """``torch.hub.get_dir()/checkpoints``; worked out as torch does (``$TORCH_HOME``, else
+    ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``) while torch is not imported, so listings stay fast."""
+    if "torch" in sys.modules:
+        import torch
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    return _hub_dir_from_environment() / "checkpoints"
+
+
+def _hub_dir_from_environment() -> Path:
+    """torch.hub's default folder (torch/hub.py ``_get_torch_home``), without importing torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(home).expanduser() / "hub"
 
 
 def _verify(card: Card, path: Path) -> Path:

@@ -249,3 +249,30 @@ def test_terminal_tables_stay_readable_at_80_columns(tmp_path):
     listing = out.getvalue()
     assert "…" not in listing and max(len(line) for line in listing.splitlines()) <= 80
     assert all(c.id in listing for c in cards())
+
+
+@pytest.mark.parametrize("env", [{}, {"TORCH_HOME": "/x/th"}, {"XDG_CACHE_HOME": "/x/xdg"}])
+def test_the_hub_folder_is_found_as_torch_finds_it(monkeypatch, env):
+    """rb-zoo list works out the torch hub folder without importing torch; it must be torch's own."""
+    import torch.hub
+
+    from robustbench_augmix.zoo import _hub_dir_from_environment
+
+    for k in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert str(_hub_dir_from_environment()) == torch.hub.get_dir()
+
+
+def test_listings_and_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, contextlib, io\n"
+            "from robustbench_augmix.cli.zoo import main as z\nfrom robustbench_augmix.cli.train import main as t\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n    z(['list']); z(['show', 'resnet50']); t(['--list'])\n"
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert r.stdout.strip().splitlines()[-1] == "False"

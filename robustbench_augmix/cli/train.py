@@ -75,17 +75,19 @@ def eval_hint(recipe, out: str) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)  # commands it prints must not be broken
+    if args.list:  # the recipe table only: no torch
+        from ..recipes import load_recipe, recipes
+
+        for name in recipes():
+            r = load_recipe(name)
+            print(f"{name:34s} {r.arch:26s} {r.text}")
+        return 0
     from .. import train as T
     from .._alloc import keep_freed_memory
     from .._common import RBAError, check_device, storage_errors
 
     keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
-    if args.list:
-        for name in T.recipes():
-            r = T.load_recipe(name)
-            print(f"{name:34s} {r.arch:26s} {r.text}")
-        return 0
     if not args.recipe or not args.out:
         console.print("[red]error:[/] rb-train needs --recipe NAME (rb-train --list) and --out FOLDER")
         return 2
