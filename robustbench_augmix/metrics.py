@@ -106,11 +106,19 @@ def _paired(cell_errors, baseline, c: str) -> tuple[list[float], list[float]]:
 
 
 # ------------------------------------------------------------------------------------- calibration
+def confidence_order(conf: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """The order the adaptive bins are cut in: by confidence, and among equal confidences wrong before
+    right. The reference sorts by confidence alone with an unstable sort, so with ties (float32 confidence
+    1.0 for many samples) its bins, and its value, depend on the input order; this order depends only on
+    the (confidence, correct) pairs."""
+    return np.lexsort((np.asarray(correct).astype(np.int8), conf))
+
+
 def _binned_gaps(conf: np.ndarray, correct: np.ndarray, weights: np.ndarray | None, bin_size: int,
                  presorted: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Equal-mass bins over the confidence-sorted sequence in which sample ``j`` appears ``weights[j]``
     times (a bootstrap resample). Returns per-bin mass, per-bin (conf - acc) gap, total mass."""
-    order = slice(None) if presorted else np.argsort(conf, kind="stable")
+    order = slice(None) if presorted else confidence_order(conf, correct)
     c, a = conf[order].astype(np.float64), correct[order].astype(np.float64)
     w = np.ones_like(c) if weights is None else np.asarray(weights, np.float64)[order]
     total = w.sum()
@@ -147,7 +155,7 @@ def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, *, bin_si
             default: the definition counts every bin. Published AugMix / Outlier-Exposure numbers
             come from the quirky code.
         weights: optional integer multiplicities (a bootstrap resample), default one per sample.
-        presorted: ``confidence`` is already sorted ascending (skips the sort in bootstrap loops).
+        presorted: the samples are already in :func:`confidence_order` (skips the sort in bootstrap loops).
 
     Returns:
         A fraction in [0, 1] (papers print it x100).

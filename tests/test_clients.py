@@ -276,3 +276,21 @@ def test_listings_and_help_do_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     assert r.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_rms_calibration_error_does_not_depend_on_input_order_under_ties():
+    """Ties in confidence (float32 1.0 for a quarter of the samples): the value is the same for every
+    permutation of the samples, with and without the reference's quirk; the reference's own depends on it."""
+    from robustbench_augmix import metrics
+
+    rng = np.random.default_rng(0)
+    n = 10_000
+    conf = rng.uniform(0.3, 1.0, n).astype(np.float32)
+    conf[: n // 4] = 1.0                  # over-confident ties: one in ten of them is wrong
+    conf[n // 4 : n // 4 + 150] = 0.55    # a tie that straddles two bins
+    correct = rng.random(n) < np.where(conf == 1.0, 0.9, conf)
+    for quirk in (False, True):
+        base = metrics.rms_calibration_error(conf, correct, reference_quirk=quirk)
+        for seed in range(3):
+            p = np.random.default_rng(seed).permutation(n)
+            assert metrics.rms_calibration_error(conf[p], correct[p], reference_quirk=quirk) == base

@@ -144,7 +144,7 @@ def _rms_interval(parts: Sequence[Mapping], w: np.ndarray, quirk: bool, level: f
     """Bootstrap interval of the RMS calibration error pooled over cells that share the images."""
     conf = np.concatenate([o["confidence"] for o in parts]).astype(np.float64)
     corr = np.concatenate([o["correct"] for o in parts]).astype(np.float64)
-    order = np.argsort(conf, kind="stable")
+    order = metrics.confidence_order(conf, corr)
     conf, corr = conf[order], corr[order]
     n = len(parts[0]["correct"])
     image = np.tile(np.arange(n), len(parts))[order]
