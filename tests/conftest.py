@@ -62,6 +62,13 @@ def write_cifar(root: Path, imgs: np.ndarray, labels, dataset: str = "cifar10") 
     return write(root, imgs, labels, dataset)
 
 
+def card_toml(card_id: str, dataset: str = "cifar10", weights: str = 'licence = "own"') -> str:
+    """A minimal model card for the small CIFAR CNN, with the given ``[weights]`` lines."""
+    return (f'id = "{card_id}"\nname = "{card_id}"\ndataset = "{dataset}"\nnum_classes = 10\n'
+            f'builder = "cifar:smallcnn"\nparams = 1\n[weights]\n{weights}\n[preprocess]\ninput_size = 32\n'
+            'mean = [0.5, 0.5, 0.5]\nstd = [0.5, 0.5, 0.5]\n[recipe]\n[reported]\n')
+
+
 @pytest.fixture
 def cifar_root(tmp_path):
     """A 12-image CIFAR-10 test split in torchvision's python-pickle layout."""

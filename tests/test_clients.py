@@ -172,28 +172,13 @@ def test_two_sources_with_one_stem_are_refused_before_writing(tmp_path, capsys):
 def test_reported_numbers_join_only_a_board_of_their_dataset(tmp_path):
     """The digits demo models are scored with the CIFAR-10-C tables but are digits models: the CIFAR-10
     papers' numbers do not join their board; a CIFAR-10 result's board gets them."""
-    import textwrap
+    from conftest import card_toml
 
     from robustbench_augmix.data.sources import ArraySource
     from robustbench_augmix.report import leaderboard, load_results
 
     card = tmp_path / "card.toml"
-    card.write_text(textwrap.dedent("""
-        id = "digits-run"
-        name = "digits"
-        dataset = "digits"
-        num_classes = 10
-        builder = "cifar:smallcnn"
-        params = 1
-        [weights]
-        licence = "own"
-        [preprocess]
-        input_size = 32
-        mean = [0.5, 0.5, 0.5]
-        std = [0.5, 0.5, 0.5]
-        [recipe]
-        [reported]
-    """))
+    card.write_text(card_toml("digits-run", dataset="digits"))
     imgs = np.stack([photo(i % 5, 32) for i in range(8)])
     data = ArraySource(imgs, np.arange(8) % 10)
     torch.manual_seed(0)

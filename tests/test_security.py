@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import photo, write_cifar
+from conftest import card_toml, photo, write_cifar
 
 from robustbench_augmix.cli.corrupt import main as corrupt_main
 from robustbench_augmix.cli.eval import main as eval_main
@@ -56,25 +56,8 @@ def test_a_cards_weights_file_name_cannot_leave_the_cache(tmp_path, capsys, monk
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     card = tmp_path / "evil.toml"
-    card.write_text(textwrap.dedent(f"""
-        id = "evil"
-        name = "evil"
-        dataset = "cifar10"
-        num_classes = 10
-        builder = "cifar:smallcnn"
-        params = 1
-        [weights]
-        url = "https://example.org/w.pth"
-        file = "{file}"
-        sha256 = "{'0' * 64}"
-        licence = "none"
-        [preprocess]
-        input_size = 32
-        mean = [0.5, 0.5, 0.5]
-        std = [0.5, 0.5, 0.5]
-        [recipe]
-        [reported]
-    """))
+    card.write_text(card_toml("evil", weights=f'url = "https://example.org/w.pth"\nfile = "{file}"\n'
+                                              f'sha256 = "{"0" * 64}"\nlicence = "none"'))
     assert zoo_main(["download", str(card)]) == 2
     assert "not a plain file name" in capsys.readouterr().err
     assert eval_main(["--model", str(card), "--suite", "cifar10-c", "--out", str(tmp_path / "r")]) == 2
