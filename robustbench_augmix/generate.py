@@ -154,12 +154,16 @@ class Generator:
             names.update(json.loads(marker.read_text()))
         return names
 
-    def _write(self, unit, path: Path, write: Callable[[Path], None]) -> None:
-        """Journal ``path`` for ``unit``, then write it atomically."""
+    def _journal_paths(self, unit, paths: Sequence[Path]) -> None:
+        """Record ``paths`` as this run's in ``unit``'s journal, before they are written (one append per batch)."""
         journal = self._journal(unit)
         journal.parent.mkdir(parents=True, exist_ok=True)
         with open(journal, "a") as f:
-            f.write(f"{path.relative_to(self.out)}\n")
+            f.write("".join(f"{p.relative_to(self.out)}\n" for p in paths))
+
+    def _write(self, unit, path: Path, write: Callable[[Path], None]) -> None:
+        """Journal ``path`` for ``unit``, then write it atomically."""
+        self._journal_paths(unit, [path])
         atomic_write(path, write)
 
     def _anything_written(self) -> bool:
@@ -267,8 +271,9 @@ class Generator:
         listed = {str(p.relative_to(self.out)) for p in unit_dir.rglob("*") if p.is_file()} if unit_dir.exists() \
             else set()  # listed before the journals are read: a file another shard adds now is journaled first
         ours = self._ours((c, s))
-        self._check_foreign(unit_dir, ours | {r for r in listed if r.endswith(".part")})
-        done = {r for r in listed if r in ours}
+        # the listing above, checked (not a second walk of the unit's folder)
+        self._refuse(sorted(r for r in listed if r not in ours and not self._leftover(Path(r))))
+        done = listed & ours
         todo = [i for i in mine if str(self._jpeg_path(c, s, i).relative_to(self.out)) not in done]
         self.progress(len(mine) - len(todo))
         bs = self.plan.batch_size
@@ -276,9 +281,10 @@ class Generator:
             ok, imgs = self._read_batch(todo[a : a + bs])
             if ok:
                 out = self._corrupt(imgs, ok, c, s)
+                self._journal_paths((c, s), [self._jpeg_path(c, s, i) for i in ok])
                 for i, im in zip(ok, out, strict=True):
-                    self._write((c, s), self._jpeg_path(c, s, i),
-                                lambda p, im=im: Image.fromarray(im).save(p, "JPEG", quality=q, optimize=True))
+                    atomic_write(self._jpeg_path(c, s, i),
+                                 lambda p, im=im: Image.fromarray(im).save(p, "JPEG", quality=q, optimize=True))
             skipped = [i for i in todo[a : a + bs] if i not in ok]
             self._skipped_rel.setdefault((c, s), []).extend(self.source.relpath(i) for i in skipped)
             self.progress(len(todo[a : a + bs]))
