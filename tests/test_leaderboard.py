@@ -177,3 +177,83 @@ def test_reported_rows_join_the_ranking_marked_as_such(results, capsys):
     assert "| reported |" in out and "Note:" in out
     plain = csv.DictReader(io.StringIO(to_csv(leaderboard(load_results(files)))))
     assert [r["source"] for r in plain] == ["measured", "measured"]
+
+
+def test_html_report_shows_intervals_and_seeds_and_no_empty_column(results, tmp_path):
+    """The 95 % intervals of the result files under their numbers, the corruption seed of every row, and no
+    column that is empty in every row (a CIFAR board has no mCE, relative mCE or reported value)."""
+    from html.parser import HTMLParser
+
+    files, *_ = results
+    docs = load_results(files)
+    out = tmp_path / "report.html"
+    assert board_main([*map(str, files), "--format", "html", "--out", str(out), "--plots", str(tmp_path / "p")]) == 0
+    text = out.read_text()
+
+    class Heads(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.heads, self.cis, self._in, self._ci = [[]], [], None, False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table" and self.heads[-1]:
+                self.heads.append([])
+            self._in = tag if tag == "th" else self._in
+            self._ci = tag == "span" and ("class", "ci") in attrs
+
+        def handle_endtag(self, tag):
+            self._in = None if tag == "th" else self._in
+            self._ci = False
+
+        def handle_data(self, data):
+            if self._in == "th":
+                self.heads[-1].append(data)
+            if self._ci:
+                self.cis.append(data)
+
+    p = Heads()
+    p.feed(text)
+    board_heads = p.heads[0]
+    assert "clean err" in board_heads and "corr. err" in board_heads
+    assert not {"mCE", "rel. mCE"} & set(board_heads)           # CIFAR-10-C has no AlexNet baseline
+    for d in docs:
+        for key in ("clean_error", "mean_corruption_error"):
+            lo, hi = (100 * v for v in d["intervals"][key])
+            assert f"{lo:.2f}\u2013{hi:.2f}" in p.cis, (key, lo, hi)
+    assert "corruption seed 0" in text and "20 replicates" in text and "1 corruption seed on this board" in text
+
+
+def test_reliability_diagram_keeps_the_clean_curve_in_the_model_colour(results, monkeypatch, tmp_path):
+    """A clean set of a few images must still draw (its bins merged up to the minimum), in the same colour as
+    the model's lines in the other plots; the corrupted curve is the same colour, dashed."""
+    from robustbench_augmix.report import plots
+
+    files, *_ = results
+    docs = load_results(files)
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig) or path)
+    plots.reliability(docs, tmp_path / "r.png")
+    plots.error_vs_severity(docs, tmp_path / "e.png")
+    rel, err = figs
+    model_colour = [line.get_color() for line in err.axes[0].get_lines()]   # a line per model, in order
+    assert len(set(model_colour)) == len(docs) == 2
+    for ax, colour in zip(rel.axes, model_colour, strict=True):
+        lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines() if "images" in line.get_label()}
+        assert set(lines) == {"clean", "corrupted"}
+        assert len(lines["clean"].get_xdata()) >= 1             # 12 clean images: every bin below 10 before
+        assert lines["clean"].get_color() == lines["corrupted"].get_color() == colour
+        assert lines["clean"].get_linestyle() == "-" and lines["corrupted"].get_linestyle() == "--"
+
+
+def test_small_reliability_bins_merge_with_their_neighbours():
+    from robustbench_augmix.report.plots import merge_small_bins
+
+    # bins of 4, 0, 7, 12 and 3 images, minimum 10: (4 + 7), 12, and the remainder 3 joins the last
+    conf, acc, cnt = [0.1, 0.2, 0.3, 0.5, 0.9], [0.0, 0.0, 1.0, 0.5, 1.0], [4, 0, 7, 12, 3]
+    got = merge_small_bins(conf, acc, cnt, 10)
+    want = [((4 * 0.1 + 7 * 0.3) / 11, 7 / 11, 11), ((12 * 0.5 + 3 * 0.9) / 15, (6 + 3) / 15, 15)]
+    assert [g[2] for g in got] == [11, 15]
+    assert [v for g in got for v in g] == pytest.approx([v for w in want for v in w])
+    one = merge_small_bins(conf, acc, cnt, 100)
+    assert list(one[0]) == pytest.approx([sum(c * n for c, n in zip(conf, cnt, strict=True)) / 26, 16 / 26, 26])
+    assert len(one) == 1

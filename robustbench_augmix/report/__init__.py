@@ -179,6 +179,11 @@ def leaderboard(results: Sequence[dict], allow_mixed: bool = False, reported: bo
             "params": d["model"].get("params"),
             "source": "measured", "protocol": _describe(protocol_key(d)), "file": d["_path"],
             "per_corruption": {c: _pct(v) for c, v in a.get("ce" if use_mce else "corruption_error", {}).items()},
+            # the 95 % bootstrap intervals the file carries (percent), and what they and the draws rest on
+            "intervals": {k: [_pct(lo), _pct(hi)] for k, v in (d.get("intervals") or {}).items()
+                          if v is not None for lo, hi in [v]},
+            "seed": d["data"].get("seed"), "n_images": d["data"].get("n_images"),
+            "replicates": (d["protocol"].get("bootstrap") or {}).get("replicates"),
         }
         for k in ("clean_error", "mce", "mean_corruption_error"):
             if k in rep and row[k] is not None:
@@ -239,6 +244,16 @@ def _cells(r: dict) -> list[str]:
     return out
 
 
+def kept_columns(cells: Sequence[Sequence[str]], width: int | None = None, wide: bool = False) -> list[int]:
+    """Indices of :data:`COLUMNS` worth showing: those with a value in some row (mCE is empty on every
+    CIFAR board, say), and below 110 columns (``width``) not the descriptive ones, unless ``wide``."""
+    keep = [i for i, (key, _) in enumerate(COLUMNS)
+            if key in ("rank", "model") or any(c[i] not in ("-", "") for c in cells)]
+    if not wide and width is not None and width < 110:
+        keep = [i for i in keep if COLUMNS[i][0] not in _NARROW_DROP]
+    return keep
+
+
 def to_markdown(board: Board, per_corruption: bool = False) -> str:
     lines = [f"Protocol: {board.protocol}" + (" (MIXED: not comparable)" if board.mixed else ""),
              *(f"Note: {n}" for n in board.notes), ""]
@@ -290,10 +305,7 @@ def to_rich(board: Board, width: int | None = None, wide: bool = False):
     from rich.table import Table
 
     cells = [_cells(r) for r in board.rows]
-    keep = [i for i, (key, _) in enumerate(COLUMNS)
-            if key in ("rank", "model") or any(c[i] not in ("-", "") for c in cells)]
-    if not wide and width is not None and width < 110:
-        keep = [i for i in keep if COLUMNS[i][0] not in _NARROW_DROP]
+    keep = kept_columns(cells, width, wide)
     t = Table(title="robustness leaderboard (errors in %, lower is better)",
               caption=escape(f"protocol: {board.protocol}") + ("  [red]MIXED[/]" if board.mixed else "")
               + "".join(f"\nnote: {escape(n)}" for n in board.notes))

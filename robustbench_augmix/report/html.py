@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import COLUMNS, Board, _cells, _fmt
+from . import COLUMNS, Board, _cells, _fmt, kept_columns
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1200px;
@@ -27,7 +27,7 @@ th:hover{background:#e4e9f5}th.asc:after{content:" \\25B2"}th.desc:after{content
 tr:hover td{background:#fafbff}.scroll{overflow-x:auto}
 table.compact{font-size:.78rem}table.compact th,table.compact td{padding:.3rem .28rem}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.85rem}
-.note{color:#555;font-size:.85rem}
+.note{color:#555;font-size:.85rem}.ci{display:block;color:#667;font-size:.75rem}
 """
 
 # Click a header to sort by it (numbers numerically, '-' last); click again to reverse.
@@ -53,8 +53,9 @@ CAPTIONS = {
     "error_vs_severity": "Top-1 error against severity for each corruption (severity 0: clean).",
     "corruption_bars": "Per-corruption error (or CE normalised by the baseline) for each model.",
     "calibration_vs_severity": "RMS calibration error against severity, mean over corruptions (0: clean).",
-    "reliability": "Reliability diagrams: accuracy against confidence in 15 bins, clean vs every corrupted cell "
-                   "(bins of fewer than 10 images, or 0.2 % of them, are not drawn).",
+    "reliability": "Reliability diagrams: accuracy against confidence in 15 bins, each model in its colour of the "
+                   "other plots: clean solid (filled markers), every corrupted cell pooled dashed (open markers); "
+                   "bins of fewer than 10 images, or 0.2 % of them, are merged with their neighbours.",
 }
 
 
@@ -68,9 +69,10 @@ def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool
     out.append("</tr></thead><tbody>")
     for row in rows:
         out.append("<tr>")
-        for (shown, value), n in zip(row, numeric, strict=True):
+        for (shown, value, *ci), n in zip(row, numeric, strict=True):
             v = "" if value is None else str(value)
-            out.append(f'<td class="{"num" if n else ""}" data-v="{e(v)}">{e(shown)}</td>')
+            sub = f'<span class="ci">{e(ci[0])}</span>' if ci and ci[0] else ""
+            out.append(f'<td class="{"num" if n else ""}" data-v="{e(v)}">{e(shown)}{sub}</td>')
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -80,11 +82,18 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
            title: str = "Robustness report") -> str:
     """The report as one HTML string (plots: name -> PNG path, embedded as data URIs)."""
     e = html.escape
-    numeric = [k not in ("model", "architecture", "source", "delta") for k, _ in COLUMNS]
+    cells = [_cells(r) for r in board.rows]
+    keep = kept_columns(cells)                       # no always-empty column (mCE on a CIFAR board)
+    numeric = [COLUMNS[i][0] not in ("model", "architecture", "source", "delta") for i in keep]
     rows = []
-    for r in board.rows:
-        shown = _cells(r)
-        rows.append([(s, r.get(k) if k != "delta" else s) for s, (k, _) in zip(shown, COLUMNS, strict=True)])
+    for r, shown in zip(board.rows, cells, strict=True):
+        row = []
+        for i in keep:
+            k = COLUMNS[i][0]
+            ci = r.get("intervals", {}).get(k)
+            row.append((shown[i], r.get(k) if k != "delta" else shown[i],
+                        f"{ci[0]:.2f}\u2013{ci[1]:.2f}" if ci else ""))
+        rows.append(row)
     per_c = []
     for r in board.rows:
         if r.get("source") == "reported":
@@ -105,8 +114,9 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
         "<h2>Leaderboard</h2>",
         "<p class='note'>Errors in %, lower is better. Click a column head to sort. 'vs reported': measured minus "
         "the number the model's paper reports (from its zoo card).</p>",
+        f"<p class='note'>{e(_uncertainty(board))}</p>",
         *(f"<p class='note'>Note: {e(n)}</p>" for n in board.notes),
-        _table([h for _, h in COLUMNS], rows, numeric),
+        _table([COLUMNS[i][1] for i in keep], rows, numeric),
         f"<h2>Per corruption: {e(metric)}</h2>",
         _table(["model", *board.corruptions, "mean"], per_c, [False] + [True] * (len(board.corruptions) + 1),
                compact=True),
@@ -118,9 +128,26 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
             parts.append(f"<figure><img alt='{e(name)}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{e(CAPTIONS.get(name, name))}</figcaption></figure>")
     parts.append("<h2>Result files</h2><ul class='note'>")
-    parts += [f"<li>{e(d['model']['id'])}: {e(d.get('_path', '-'))} ({e(d.get('created', ''))})</li>" for d in docs]
+    parts += [f"<li>{e(d['model']['id'])}: {e(d.get('_path', '-'))} ({e(d.get('created', ''))}; corruption seed "
+              f"{e(str(d['data'].get('seed')))}, {e(str(d['data'].get('n_images')))} images)</li>" for d in docs]
     parts.append(f"</ul><script>{JS}</script></body></html>")
     return "\n".join(parts)
+
+
+def _uncertainty(board: Board) -> str:
+    """What the small second line under a number is, and what it rests on."""
+    measured = [r for r in board.rows if r.get("source") == "measured"]
+    seeds = sorted({r.get("seed") for r in measured}, key=str)
+    reps = sorted({r.get("replicates") for r in measured if r.get("replicates")})
+    text = (f"Each measured row is one draw of the corruptions ({len(seeds)} corruption seed"
+            f"{'s' if len(seeds) != 1 else ''} on this board: {', '.join(map(str, seeds))}). ")
+    if any(r.get("intervals") for r in measured):
+        text += (f"Below a number: its 95 % bootstrap interval over the images ({'/'.join(map(str, reps))} "
+                 "replicates, images resampled jointly across cells); it covers the choice of test images, "
+                 "not that of the corruption seed.")
+    else:
+        text += "These results carry no bootstrap intervals (rb-eval --bootstrap 0)."
+    return text
 
 
 def ordered(board: Board, docs: Sequence[dict]) -> list[dict]:

@@ -142,10 +142,36 @@ def _pooled(cells: Sequence[dict]) -> tuple[list[float], list[float], list[int]]
 MIN_BIN, MIN_BIN_SHARE = 10, 0.002
 
 
+def merge_small_bins(conf: Sequence[float], acc: Sequence[float], cnt: Sequence[int], min_n: float
+                     ) -> list[tuple[float, float, int]]:
+    """Adjacent bins merged (count-weighted) from low to high confidence until each holds ``min_n``
+    images; a short remainder joins the last merged bin. A bin of a handful of images is noise (0 or
+    100 % accuracy), not calibration, but dropping it can drop a whole curve: a clean set of a few hundred
+    images spread over 15 bins. Returns ``[(confidence, accuracy, count)]``."""
+    out: list[list[float]] = []
+    run = [0.0, 0.0, 0]
+    for c, a, n in zip(conf, acc, cnt, strict=True):
+        if not n:
+            continue
+        run = [run[0] + n * c, run[1] + n * a, run[2] + n]
+        if run[2] >= min_n:
+            out.append(run)
+            run = [0.0, 0.0, 0]
+    if run[2]:
+        if out:
+            out[-1] = [out[-1][0] + run[0], out[-1][1] + run[1], out[-1][2] + run[2]]
+        else:
+            out.append(run)
+    return [(sc / n, sa / n, int(n)) for sc, sa, n in out]
+
+
 def reliability(docs: Sequence[dict], path: str | Path) -> Path:
-    """Reliability diagrams (accuracy against confidence, 15 bins), clean vs every corrupted cell pooled;
-    bins holding fewer than ``max(MIN_BIN, MIN_BIN_SHARE * N)`` images are not drawn."""
+    """Reliability diagrams (accuracy against confidence, 15 bins), clean vs every corrupted cell pooled, a
+    panel per model in the model's colour (as in every other plot): clean solid with filled markers,
+    drawn on top; corrupted dashed with open markers. Bins of fewer than ``max(MIN_BIN, MIN_BIN_SHARE * N)``
+    images are merged with their neighbours (:func:`merge_small_bins`)."""
     plt = _plt()
+    colour = {id(d): PALETTE[k % len(PALETTE)] for k, d in enumerate(docs)}
     docs = [d for d in docs if d["cells"] and "reliability" in d["cells"][0]]
     if not docs:
         raise InputError("these results carry no reliability bins (written by an older rb-eval); re-run rb-eval")
@@ -155,21 +181,23 @@ def reliability(docs: Sequence[dict], path: str | Path) -> Path:
     for ax, d in zip(axes.flat, docs, strict=False):
         clean = [c for c in d["cells"] if c["corruption"] == "clean"]
         corr = [c for c in d["cells"] if c["corruption"] != "clean"]
-        ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
-        for cells, label, color in ((clean, "clean", PALETTE[0]), (corr, "corrupted", PALETTE[1])):
+        ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
+        for cells, label, style in ((corr, "corrupted", dict(ls="--", marker="s", mfc="white", zorder=2)),
+                                    (clean, "clean", dict(ls="-", marker="o", zorder=3))):
             if cells:
                 conf, acc, cnt = _pooled(cells)
-                # a bin of a handful of images is noise (0 or 100 % accuracy), not calibration: skip it
-                keep = [i for i, n in enumerate(cnt) if n >= max(MIN_BIN, MIN_BIN_SHARE * sum(cnt))]
-                ax.plot([conf[i] for i in keep], [acc[i] for i in keep], "o-", ms=3, color=color,
-                        label=f"{label} ({sum(cnt)} images)")
+                pts = merge_small_bins(conf, acc, cnt, max(MIN_BIN, MIN_BIN_SHARE * sum(cnt)))
+                # not clipped: an untrained or overconfident model puts its bins at confidence 1.0
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], ms=4, lw=1.4, color=colour[id(d)], **style,
+                        label=f"{label} ({sum(cnt)} images)", clip_on=False)
         ax.set_title(_name(d), fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[::-1], labels[::-1], fontsize=7, frameon=False, loc="upper left")  # clean first
     for ax in axes.flat[len(docs):]:
         ax.axis("off")
     fig.tight_layout()
