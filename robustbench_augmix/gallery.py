@@ -17,9 +17,29 @@ def default_image() -> Image.Image:
     return Image.fromarray(load_sample_image("china.jpg"))
 
 
+def harsher_earlier(suite) -> list[str]:
+    """Corruptions whose own published table makes an earlier severity harsher than a later one (AlexNet's
+    error falls as the severity rises): tiles that look out of order but are faithful. ImageNet-C's
+    elastic_transform is the one: severities 1-2 warp with alpha 488 and a large affine, 3-5 with a small one."""
+    notes = []
+    for name in suite.names(extra=True):
+        err = suite.corruptions[name].alexnet_error
+        if not err:
+            continue
+        # the first severity that some later one is milder than
+        out_of_order = [(j, later) for j in range(5) if (later := [k for k in range(j + 1, 5) if err[k] < err[j]])]
+        for j, later in out_of_order[:1]:
+            notes.append(f"{name}: severity {j + 1} is harsher than {', '.join(str(k + 1) for k in later)} in "
+                         f"the {suite.name} table itself (AlexNet error "
+                         f"{' / '.join(f'{100 * e:.1f}' for e in err)} %, {suite.corruptions[name].source}); "
+                         "the tiles follow it")
+    return notes
+
+
 def make_gallery(image: Image.Image | None = None, suite: str = "imagenet-c", seed: int = 0,
                  extra: bool = True, tile: int | None = None) -> tuple[Image.Image, list[str]]:
-    """Rows: corruptions; columns: clean, severities 1..5. Returns the picture and notes on rows left out."""
+    """Rows: corruptions; columns: clean, severities 1..5, and a caption for the tiles that look out of order
+    but follow the table (:func:`harsher_earlier`). Returns the picture and notes on rows left out."""
     s = load_suite(suite)
     img = fit_to_suite((image or default_image()).convert("RGB"), s.image_size, resize_crop=True)
     x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255
@@ -34,7 +54,9 @@ def make_gallery(image: Image.Image | None = None, suite: str = "imagenet-c", se
             notes.append(f"{name}: {e}")
             continue
         rows.append((name, [x[0], *outs]))
-    canvas = Image.new("RGB", (label_w + 6 * (size + pad), 20 + len(rows) * (size + pad)), "white")
+    caption = harsher_earlier(s)
+    canvas = Image.new("RGB", (label_w + 6 * (size + pad), 20 + len(rows) * (size + pad) + 14 * len(caption) + 6),
+                       "white")
     draw = ImageDraw.Draw(canvas)
     for j, head in enumerate(["clean", "1", "2", "3", "4", "5"]):
         draw.text((label_w + j * (size + pad) + size // 2 - 10, 4), head, fill="black")
@@ -44,4 +66,6 @@ def make_gallery(image: Image.Image | None = None, suite: str = "imagenet-c", se
         for j, t in enumerate(tiles):
             a = (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             canvas.paste(Image.fromarray(a).resize((size, size), Image.NEAREST), (label_w + j * (size + pad), y0))
+    for k, line in enumerate(caption):
+        draw.text((6, 20 + len(rows) * (size + pad) + 2 + 14 * k), line, fill="black")
     return canvas, notes

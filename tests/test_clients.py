@@ -279,3 +279,37 @@ def test_rms_calibration_error_does_not_depend_on_input_order_under_ties():
         for seed in range(3):
             p = np.random.default_rng(seed).permutation(n)
             assert metrics.rms_calibration_error(conf[p], correct[p], reference_quirk=quirk) == base
+
+
+def test_the_gallery_says_which_out_of_order_tiles_are_faithful(tmp_path, capsys):
+    """ImageNet-C's elastic severity 2 looks harsher than 3 and 4 because its table makes it so: the published
+    AlexNet errors (Hendrycks & Dietterich, table of CE weights) are 70.1 % at s2 against 55.7 % and 64.1 %.
+    The gallery's caption and rb-corrupt say so; suites without those errors get no caption."""
+    from PIL import Image
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.corruptions import load_suite
+    from robustbench_augmix.gallery import harsher_earlier
+
+    notes = harsher_earlier(load_suite("imagenet-c"))
+    elastic = [n for n in notes if n.startswith("elastic_transform:")]
+    assert len(elastic) == 1 and "severity 2 is harsher than 3, 4" in elastic[0] and "70.1" in elastic[0]
+    assert harsher_earlier(load_suite("cifar10-c")) == []
+    out = tmp_path / "g.png"
+    assert corrupt_main(["--gallery", str(out), "--suite", "imagenet-c", "--image", str(_photo_file(tmp_path))]) == 0
+    printed = "".join(capsys.readouterr())
+    assert "faithful:" in printed and "elastic_transform: severity 2" in printed
+    small = tmp_path / "c.png"
+    assert corrupt_main(["--gallery", str(small), "--suite", "cifar10-c"]) == 0
+    n_in, n_c = len(load_suite("imagenet-c").names(extra=True)), len(load_suite("cifar10-c").names(extra=True))
+    # rows of (tile + 4 px) under a 20-px header; ImageNet-C adds a 14-px caption line per note, plus 6 px
+    h_in, h_c = Image.open(out).size[1], Image.open(small).size[1]
+    assert h_c == 20 + n_c * 132 + 6 and h_in == 20 + n_in * 228 + 14 * len(notes) + 6
+
+
+def _photo_file(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "photo.png"
+    Image.fromarray(photo(0, 224)).save(p)
+    return p

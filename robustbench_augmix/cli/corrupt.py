@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     if args.gallery:
         from PIL import Image
 
-        from ..gallery import make_gallery
+        from ..gallery import harsher_earlier, make_gallery
 
         try:
             img = Image.open(args.image) if args.image else None
@@ -112,7 +112,9 @@ def main(argv=None) -> int:
         pic, notes = make_gallery(img, suite=suite.id, seed=args.seed)
         pic.save(args.gallery)
         for n in notes:
-            console.print(f"[yellow]left out[/] {n}")
+            console.print(f"[yellow]left out[/] {escape(n)}")
+        for n in harsher_earlier(suite):       # also the picture's caption
+            console.print(f"[dim]faithful:[/] {escape(n)}")
         print(f"wrote {args.gallery}: {suite.name}, {pic.size[0]}x{pic.size[1]} px, "
               f"clean + severities 1-5 for each corruption (seed {args.seed})")
         return 0
