@@ -313,3 +313,34 @@ def _photo_file(tmp_path):
     p = tmp_path / "photo.png"
     Image.fromarray(photo(0, 224)).save(p)
     return p
+
+
+def test_rb_bench_tables_stay_readable_at_80_columns():
+    """rb-bench's three tables rendered at 80 columns (a pipe's width): every corruption id and every number
+    printed whole on one line, nothing cut to an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from robustbench_augmix.cli.bench import _eval_table, _table, _train_table
+
+    names = rba.corruption_names(extra=True)
+    rows = [{"corruption": n, "size": s, "extra": n not in rba.corruption_names(), "reference_ms": 12.3456 * (k + 1),
+             "ours_ms": 1.2345 * (k + 1)} for k, n in enumerate(names) for s in (224, 32)]
+    ev = {"rows": [{"corruption": n, "inference_ms": 101.234, "on_the_fly_ms": 123.456, "overhead": 0.2195,
+                    "corrupt_ms": 22.222} for n in names],
+          "inference_ms": 101.234, "on_the_fly_ms": 123.456, "overhead": 0.2195, "corrupt_ms": 22.222,
+          "corrupt_share": 0.2195, "model": "torchvision:resnet50", "suite": "imagenet-c", "device": "cpu",
+          "batch": 128, "severity": 3}
+    tr = {"per_image_ms": 1.234, "batched_host_ms": 0.123, "batched_device_ms": 0.456, "batched_ms": 0.579,
+          "step_ms": 12.345, "speedup": 2.1, "aug_share_of_step": 0.037, "aug_share_of_step_with_host": 0.047,
+          "arch": "cifar:wrn40_2", "size": 32, "batch": 128, "severity": 3, "device": "cpu", "threads": 2}
+    for table, must in ((_table(rows, md=False), [*names, "12.346", "1.234", "10.0x", "1481.47", "148.14"]),
+                        (_eval_table(ev, md=False), [*names, "101.234", "123.456", "+22%", " 22% │", "batch 128"]),
+                        (_train_table(tr, md=False), ["1.234", "12.345", "cifar:wrn40_2 (3 views)"])):
+        buf = io.StringIO()
+        Console(file=buf, width=80, color_system=None).print(table, crop=False)   # a wider table shows as such
+        lines = buf.getvalue().splitlines()
+        assert max(map(len, lines)) <= 80 and "…" not in buf.getvalue()
+        for m in must:
+            assert any(m in line for line in lines), m

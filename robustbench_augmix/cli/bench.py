@@ -7,6 +7,7 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -39,12 +40,20 @@ def _table(rows, md: bool):
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(line) + " |" for line in body]
         return "\n".join(out)
-    t = Table(title="corruption throughput: ms per image (lower is better); speed-up = reference / ours")
-    for h in head:
-        t.add_column(h, justify="right" if h != "corruption" else "left")
-    for line in body:
-        t.add_row(*line)
-    return t
+    # On a terminal, one table per size: 4 columns fit 80 (a pipe's width) with every id and number whole.
+    from rich.console import Group
+
+    tables = []
+    for k, s in enumerate(sizes):
+        t = Table(title=f"corruption throughput at {s} px: ms per image (lower is better); speed-up = reference / "
+                        "ours")
+        t.add_column("corruption", overflow="fold")
+        for h in ("reference", "ours", "speed-up"):
+            t.add_column(h, justify="right", no_wrap=True)
+        for line in body:
+            t.add_row(escape(line[0]), *line[1 + 3 * k:4 + 3 * k])
+        tables.append(t)
+    return Group(*tables)
 
 
 def _emit(args, raw, table) -> int:
@@ -57,8 +66,9 @@ def _emit(args, raw, table) -> int:
 
 
 def _eval_table(res: dict, md: bool):
+    # rich wraps these heads at their spaces at 80 columns; ids and numbers stay whole
     head = ["corruption", "inference ms/img", "on the fly ms/img", "overhead", "corrupt only ms/img",
-            "corrupt / inference"]
+            "corrupt / infer."]
     body = [[r["corruption"], f"{r['inference_ms']:.3f}", f"{r['on_the_fly_ms']:.3f}", f"{100 * r['overhead']:+.0f}%",
              f"{r['corrupt_ms']:.3f}", f"{100 * r['corrupt_ms'] / r['inference_ms']:.0f}%"] for r in res["rows"]]
     body.append([f"mean over {len(res['rows'])}", f"{res['inference_ms']:.3f}", f"{res['on_the_fly_ms']:.3f}",
@@ -66,10 +76,10 @@ def _eval_table(res: dict, md: bool):
     if md:
         out = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|---:|"]
         return "\n".join(out + ["| " + " | ".join(line) + " |" for line in body])
-    t = Table(title=f"rb-eval on the fly vs inference only: {res['model']} on {res['suite']} ({res['device']}, "
-                    f"batch {res['batch']}, severity {res['severity']})")
+    t = Table(title=escape(f"rb-eval on the fly vs inference only: {res['model']} on {res['suite']} "
+                           f"({res['device']}, batch {res['batch']}, severity {res['severity']})"))
     for h in head:
-        t.add_column(h, justify="left" if h == "corruption" else "right")
+        t.add_column(h, justify="left" if h == "corruption" else "right", no_wrap=h == "corruption")
     for line in body:
         t.add_row(*line)
     return t
@@ -111,7 +121,7 @@ def _train_table(res: dict, md: bool):
     if md:
         out = [f"**{title}**", "", "| | ms / image | images / s |", "|---|---:|---:|"]
         return "\n".join(out + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""] + [f"- {f}" for f in foot])
-    t = Table(title=title, caption="\n".join(foot))
+    t = Table(title=escape(title), caption="\n".join(foot))
     for h in ("", "ms / image", "images / s"):
         t.add_column(h, justify="left" if not h else "right")
     for r in rows:
