@@ -172,8 +172,14 @@ def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
     from .report.html import ordered, write_html
     from .report.plots import write_plots
 
+    n = rows[0]["seeds"] if rows else 0
+    comparison = ("Standard vs AugMix + JSD", f"Over {n} training seed{'s' if n != 1 else ''}: mean"
+                  + (" ± standard deviation across seeds" if n > 1 else " (one seed: no spread)") + "; errors in %.",
+                  ["training", "seeds", "clean error", "mean corruption error", "RMS calib. error (corrupted)"],
+                  [[r["variant"], str(r["seeds"]), _pm(r["clean_error"]), _pm(r["mean_corruption_error"]),
+                    _pm(r["rms_calibration_error"])] for r in rows])
     write_html(board, docs, out / "report.html", write_plots(ordered(board, docs), out / "plots"),
-               title="rb-demo: standard vs AugMix + JSD on corrupted digits")
+               title="rb-demo: standard vs AugMix + JSD on corrupted digits", sections=[comparison])
     return path
 
 

@@ -344,3 +344,62 @@ def test_rb_bench_tables_stay_readable_at_80_columns():
         assert max(map(len, lines)) <= 80 and "…" not in buf.getvalue()
         for m in must:
             assert any(m in line for line in lines), m
+
+
+def _robustbench_data():
+    """RobustBench's own loaders (``pip install robustbench``; an optional client, not a dependency)."""
+    try:
+        import robustbench.data as rbd
+    except Exception as e:  # noqa: BLE001 - any import failure means the client is not usable here
+        pytest.skip(f"robustbench is not installed (pip install robustbench==1.1.1 to run this client test): {e}")
+    return rbd
+
+
+def test_robustbench_load_cifar10c_reads_what_rb_corrupt_writes(tmp_path):
+    """RobustBench 1.1.1's load_cifar10c on rb-corrupt's CIFAR-10-C files: the labels of the source and, at each
+    severity, the images our kernel gives (it slices 10,000 images per severity, so the source has 10,000)."""
+    rbd = _robustbench_data()
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.data.sources import write_cifar
+
+    rng = np.random.default_rng(0)
+    imgs = np.stack([photo(i % 5, 32) for i in range(10_000)])
+    imgs = np.clip(imgs.astype(np.int16) + rng.integers(-8, 9, imgs.shape), 0, 255).astype(np.uint8)
+    labels = rng.integers(0, 10, 10_000)
+    write_cifar(tmp_path / "src", imgs, labels)
+    assert corrupt_main(["--suite", "cifar10-c", "--data", str(tmp_path / "src"), "--out",
+                         str(tmp_path / "data" / "CIFAR-10-C"), "--corruptions", "brightness"]) == 0
+    pick = [0, 1, 4_321, 9_999]
+    for sev in range(1, 6):
+        x, y = rbd.load_cifar10c(10_000, sev, str(tmp_path / "data"), corruptions=["brightness"])
+        assert y.tolist() == labels.tolist()
+        want = np.stack([rba.corrupt(imgs[i], "brightness", sev, suite="cifar10-c") for i in pick])
+        assert np.array_equal((x[pick] * 255).round().byte().permute(0, 2, 3, 1).numpy(), want), sev
+
+
+def test_robustbench_load_imagenetc_reads_what_rb_corrupt_writes(tmp_path):
+    """RobustBench 1.1.1's load_imagenetc on an rb-corrupt ImageNet-C cell made from a source tree of its own
+    5,000-image list (997 classes) and 3 classes that list lacks, with images for the first 8 entries only:
+    the labels it reads are the source's (sorted folder index), because every class folder is mirrored."""
+    rbd = _robustbench_data()
+    from importlib.resources import files
+
+    from PIL import Image
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+
+    listed = files("robustbench").joinpath("helper_files/imagenet_test_image_ids.txt").read_text().split()
+    wnids = sorted({p.split("/")[0] for p in listed} | {"n00000001", "n00000002", "n99999999"})
+    src = tmp_path / "val"
+    for w in wnids:
+        (src / w).mkdir(parents=True)
+    for k, rel in enumerate(listed[:8]):
+        Image.fromarray(photo(k, 256)).save(src / rel, quality=95)
+    out = tmp_path / "data" / "ImageNet-C"
+    assert corrupt_main(["--suite", "imagenet-c", "--data", str(src), "--out", str(out), "--corruptions", "contrast",
+                         "--severities", "3"]) == 0
+    x, y = rbd.load_imagenetc(8, 3, str(tmp_path / "data"), corruptions=["contrast"])
+    assert y.tolist() == [wnids.index(rel.split("/")[0]) for rel in listed[:8]]
+    for k, rel in enumerate(listed[:8]):
+        mine = np.asarray(Image.open(out / "contrast" / "3" / rel).convert("RGB"))
+        assert np.array_equal((x[k] * 255).round().byte().permute(1, 2, 0).numpy(), mine)

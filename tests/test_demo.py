@@ -41,6 +41,10 @@ def test_demo_end_to_end_reduced(tmp_path, capsys):
     report = (out / "report.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| standard") or line.startswith("| augmix")]
     assert len(rows) == 4 and all(r.count("|") >= 5 for r in rows)
+    html = (out / "report.html").read_text()      # the comparison over seeds is in the HTML page too
+    assert "Standard vs AugMix + JSD" in html and "Over 1 training seed" in html
+    for variant in ("standard", "augmix"):          # the seeds column: one seed for each training
+        assert f'data-v="{variant}">{variant}</td><td class="num" data-v="1">1</td>' in html
     # a second run reuses the finished runs and the generated files
     assert main(["--out", str(out), "--epochs", "1", "--train-limit", "128", "--test-limit", "60",
                  "--corruptions", "gaussian_noise,fog,frost", "--severities", "1,3", "--no-progress"]) == 0

@@ -79,8 +79,10 @@ def _table(head: Sequence[str], rows: Sequence[Sequence], numeric: Sequence[bool
 
 
 def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = None,
-           title: str = "Robustness report") -> str:
-    """The report as one HTML string (plots: name -> PNG path, embedded as data URIs)."""
+           title: str = "Robustness report", sections: Sequence[tuple[str, str, Sequence[str],
+                                                                       Sequence[Sequence[str]]]] = ()) -> str:
+    """The report as one HTML string (plots: name -> PNG path, embedded as data URIs; ``sections``: tables
+    ``(heading, note, head, rows)`` placed before the leaderboard, e.g. rb-demo's comparison over seeds)."""
     e = html.escape
     cells = [_cells(r) for r in board.rows]
     keep = kept_columns(cells)                       # no always-empty column (mCE on a CIFAR board)
@@ -111,6 +113,9 @@ def render(board: Board, docs: Sequence[dict], plots: dict[str, Path] | None = N
         f"<p class='protocol'>Protocol: {e(board.protocol)}"
         + (" <span class='mixed'>MIXED: rows measured under different protocols are not comparable</span>"
            if board.mixed else "") + "</p>",
+        *(f"<h2>{e(h)}</h2><p class='note'>{e(note)}</p>"
+          + _table(head, [[(c, c) for c in r] for r in body], [i > 0 for i in range(len(head))])
+          for h, note, head, body in sections),
         "<h2>Leaderboard</h2>",
         "<p class='note'>Errors in %, lower is better. Click a column head to sort. 'vs reported': measured minus "
         "the number the model's paper reports (from its zoo card).</p>",
@@ -157,7 +162,7 @@ def ordered(board: Board, docs: Sequence[dict]) -> list[dict]:
 
 
 def write_html(board: Board, docs: Sequence[dict], path: str | Path, plots: dict[str, Path] | None = None,
-               title: str = "Robustness report") -> Path:
+               title: str = "Robustness report", sections: Sequence = ()) -> Path:
     """Write the report; with ``plots=None`` the plots are drawn into a temporary folder and embedded."""
     from ..generate import atomic_write
     from .plots import write_plots
@@ -166,8 +171,8 @@ def write_html(board: Board, docs: Sequence[dict], path: str | Path, plots: dict
     docs = ordered(board, docs)
     if plots is None:
         with tempfile.TemporaryDirectory() as tmp:
-            text = render(board, docs, write_plots(docs, tmp), title)
+            text = render(board, docs, write_plots(docs, tmp), title, sections)
     else:
-        text = render(board, docs, plots, title)
+        text = render(board, docs, plots, title, sections)
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
     return path
