@@ -11,33 +11,6 @@ from conftest import photo
 import robustbench_augmix as rba
 
 
-@pytest.mark.parametrize("shape", [(33, 40), (33, 40, 1), (33, 40, 3), (31, 31, 3)])
-def test_the_reference_call_convention(shape):
-    """imagecorruptions' ``corrupt(image, corruption_name=..., severity=...)`` and ``corruption_number``, on
-    uint8 (H, W), (H, W, 1) and (H, W, 3) images of odd sizes: uint8 (H, W, 3) back, the same pixels as our
-    own call on the 3-channel image."""
-    from PIL import Image
-
-    rgb = np.asarray(Image.fromarray(photo(0, 64)).resize((shape[1], shape[0])))
-    img = rgb[:, :, 0] if len(shape) == 2 else rgb[:, :, :1] if shape[-1] == 1 else rgb
-    grey = len(shape) == 2 or shape[-1] == 1
-    grey3 = np.repeat(rgb[:, :, :1], 3, axis=2) if grey else rgb
-    for number, name in enumerate(rba.corruption_names(extra=True)):
-        by_name = rba.corrupt(img, corruption_name=name, severity=2)
-        assert by_name.dtype == np.uint8 and by_name.shape == (shape[0], shape[1], 3)
-        assert np.array_equal(by_name, rba.corrupt(grey3, name, 2))
-        if number in (0, 9, 18):
-            assert np.array_equal(rba.corrupt(img, corruption_number=number, severity=2), by_name)
-
-
-def test_the_corruption_is_named_once():
-    img = np.zeros((16, 16, 3), np.uint8)
-    with pytest.raises(ValueError, match="name the corruption once"):
-        rba.corrupt(img, "fog", 2, corruption_name="fog")
-    with pytest.raises(ValueError, match="corruption_number must be an integer in 0..18"):
-        rba.corrupt(img, corruption_number=19, severity=2)
-
-
 def test_rb_corrupt_list_prints_the_extra_corruptions(capsys):
     from robustbench_augmix.cli.corrupt import main
 
