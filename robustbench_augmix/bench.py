@@ -93,6 +93,44 @@ def bench_corruptions(sizes=(224, 32), severities=(1, 3, 5), suite="imagenet-c",
     return rows
 
 
+_SPIN = "while True: pass"  # one busy process: a core's worth of work with no end
+
+
+def bench_contention(size: int = 224, busy: int | None = None, severities=(3,), names=None, batch=None,
+                     reference=True, min_time=0.3, io="uint8", log=print) -> list[dict]:
+    """Each corruption timed quiet, then beside ``busy`` single-threaded busy processes (default: one per
+    available core) that this function starts and stops itself; ours (with the current torch threads) and
+    the reference side by side. Rows carry both times and each one's slow-down factor."""
+    import subprocess
+    import sys
+
+    from ._threads import available_cores
+
+    busy = available_cores() if busy is None else busy
+    kw = dict(sizes=(size,), severities=severities, names=names, batch=batch, reference=reference,
+              min_time=min_time, io=io, log=lambda r: None)
+    quiet = bench_corruptions(**kw)
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(busy)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        loaded = bench_corruptions(**kw)
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+    rows = []
+    for q, b in zip(quiet, loaded, strict=True):
+        row = {"corruption": q["corruption"], "size": size, "extra": q["extra"], "busy": busy,
+               "threads": torch.get_num_threads(), "ours_quiet_ms": q["ours_ms"], "ours_busy_ms": b["ours_ms"],
+               "ours_slowdown": b["ours_ms"] / q["ours_ms"], "reference_quiet_ms": q["reference_ms"],
+               "reference_busy_ms": b["reference_ms"],
+               "reference_slowdown": None if q["reference_ms"] is None else b["reference_ms"] / q["reference_ms"]}
+        rows.append(row)
+        log(row)
+    return rows
+
+
 def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=None, images: int = 256,
                batch: int = 128, device: str = "cpu", names=None, severity: int = 3, amp: bool = False,
                channels_last: bool = False, min_time: float = 0.5, rounds: int = 3, log=print) -> dict:

@@ -295,7 +295,7 @@ def test_rb_bench_tables_stay_readable_at_80_columns():
 
     from rich.console import Console
 
-    from robustbench_augmix.cli.bench import _eval_table, _table, _train_table
+    from robustbench_augmix.cli.bench import _contention_table, _eval_table, _table, _train_table
 
     names = rba.corruption_names(extra=True)
     rows = [{"corruption": n, "size": s, "extra": n not in rba.corruption_names(), "reference_ms": 12.3456 * (k + 1),
@@ -308,7 +308,12 @@ def test_rb_bench_tables_stay_readable_at_80_columns():
     tr = {"per_image_ms": 1.234, "batched_host_ms": 0.123, "batched_device_ms": 0.456, "batched_ms": 0.579,
           "step_ms": 12.345, "speedup": 2.1, "aug_share_of_step": 0.037, "aug_share_of_step_with_host": 0.047,
           "arch": "cifar:wrn40_2", "size": 32, "batch": 128, "severity": 3, "device": "cpu", "threads": 2}
-    for table, must in ((_table(rows, md=False), [*names, "12.346", "1.234", "10.0x", "1481.47", "148.14"]),
+    co = [{"corruption": n, "size": 224, "extra": n not in rba.corruption_names(), "busy": 2, "threads": 2,
+           "ours_quiet_ms": 10.123, "ours_busy_ms": 20.246, "ours_slowdown": 2.0, "reference_quiet_ms": 300.5,
+           "reference_busy_ms": 901.5, "reference_slowdown": 3.0} for n in names]
+    for table, must in ((_contention_table(co, md=False), [*names, "10.12", "20.25", "2.0x", "300.5", "901.5", "3.0x",
+                                                           "4508", "13522"]),
+                        (_table(rows, md=False), [*names, "12.346", "1.234", "10.0x", "1481.47", "148.14"]),
                         (_eval_table(ev, md=False), [*names, "101.234", "123.456", "+22%", " 22% │", "batch 128"]),
                         (_train_table(tr, md=False), ["1.234", "12.345", "cifar:wrn40_2 (3 views)"])):
         buf = io.StringIO()

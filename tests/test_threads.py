@@ -44,3 +44,82 @@ def test_every_corruption_is_thread_count_invariant(suite, size, n, tmp_path):
     assert len(one) == 19 * 5 and one.keys() == two.keys()
     differ = sorted(f"{c}/{s}" for (c, s), h in one.items() if h != two[(c, s)])
     assert not differ, f"these cells change with the thread count: {differ}"
+
+
+# --------------------------------------------------------------------------- the thread count (issue #22)
+
+_CHILD = """
+import os, sys
+import robustbench_augmix.cli  # what every rb-* entry point imports first
+from robustbench_augmix._threads import apply_threads
+import torch
+n = apply_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None)
+print(n, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def _child(args=(), cpus=None, env=None):
+    import os
+    import subprocess
+    import sys
+
+    e = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "OMP_WAIT_POLICY")}
+    e.update(env or {})
+    out = subprocess.run([sys.executable, "-c", _CHILD, *args], env=e, capture_output=True, text=True, check=True,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+    n, torch_n, policy = out.stdout.split()
+    return int(n), int(torch_n), policy
+
+
+def test_the_thread_count_follows_the_affinity_mask_and_threads():
+    """A child pinned to one core uses one thread (torch's default would count the machine's cores); --threads
+    and OMP_NUM_THREADS override; torchrun's local processes share the cores; the wait policy is passive
+    unless the user set one."""
+    import os
+
+    mine = sorted(os.sched_getaffinity(0))
+    assert _child(cpus={mine[0]}) == (1, 1, "PASSIVE")
+    assert _child(["3"], cpus={mine[0]}) == (3, 3, "PASSIVE")
+    assert _child(cpus={mine[0]}, env={"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"}) == (2, 2, "ACTIVE")
+    if len(mine) >= 2:
+        assert _child(cpus=set(mine[:2]))[:2] == (2, 2)
+        assert _child(cpus=set(mine[:2]), env={"LOCAL_WORLD_SIZE": "2"})[:2] == (1, 1)
+
+
+def test_cgroup_quotas_are_read_from_v2_and_v1_files(tmp_path):
+    from robustbench_augmix._threads import cgroup_cpu_limit
+
+    root, proc = tmp_path / "cg", tmp_path / "cgroup"
+    (root / "user.slice" / "job").mkdir(parents=True)
+    proc.write_text("0::/user.slice/job\n")
+    assert cgroup_cpu_limit(root, proc) is None                       # no files: unknown, no limit
+    (root / "user.slice" / "job" / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(root, proc) is None                       # v2 unlimited
+    (root / "user.slice" / "cpu.max").write_text("150000 100000\n")   # a parent's quota binds its children
+    assert cgroup_cpu_limit(root, proc) == 1.5
+    (root / "user.slice" / "job" / "cpu.max").write_text("50000 100000\n")
+    assert cgroup_cpu_limit(root, proc) == 0.5                        # the tightest level wins
+    v1 = tmp_path / "v1"
+    (v1 / "cpu,cpuacct").mkdir(parents=True)
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu,cpuacct" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1, tmp_path / "none") is None           # v1 unlimited
+    (v1 / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("300000\n")
+    assert cgroup_cpu_limit(v1, tmp_path / "none") == 3.0
+
+
+@pytest.mark.parametrize("cli", ["corrupt", "eval", "train", "demo", "bench"])
+def test_every_computing_cli_takes_threads(cli, capsys):
+    import importlib
+
+    main = importlib.import_module(f"robustbench_augmix.cli.{cli}").main
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--threads" in capsys.readouterr().out
+
+
+def test_a_non_positive_thread_count_is_one_line(tmp_path, capsys):
+    from robustbench_augmix.cli.corrupt import main
+
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--threads", "0"]) == 2
+    assert "--threads 0: give a positive number" in capsys.readouterr().err

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._threads import THREADS_HELP
+
 
 def _table(rows, md: bool):
     sizes = sorted({r["size"] for r in rows}, reverse=True)
@@ -54,6 +56,39 @@ def _table(rows, md: bool):
             t.add_row(escape(line[0]), *line[1 + 3 * k:4 + 3 * k])
         tables.append(t)
     return Group(*tables)
+
+
+def _ms(v) -> str:
+    """Four significant digits, no exponent: seven columns of times fit 80."""
+    return "-" if v is None else f"{v:.{3 if v < 10 else 2 if v < 100 else 1 if v < 1000 else 0}f}"
+
+
+def _contention_table(rows, md: bool):
+    busy, threads = rows[0]["busy"], rows[0]["threads"]
+    head = ["corruption", "ours quiet ms", "ours busy ms", "ours slower", "ref quiet ms", "ref busy ms", "ref slower"]
+    x = lambda v: "-" if v is None else f"{v:.1f}x"  # noqa: E731
+    body = [[r["corruption"] + (" (extra)" if r["extra"] else ""), _ms(r["ours_quiet_ms"]), _ms(r["ours_busy_ms"]),
+             x(r["ours_slowdown"]), _ms(r["reference_quiet_ms"]), _ms(r["reference_busy_ms"]),
+             x(r["reference_slowdown"])] for r in rows]
+    sel = [r for r in rows if not r["extra"]]
+    if sel:
+        tot = {k: sum(r[k] for r in sel) if all(r[k] is not None for r in sel) else None
+               for k in ("ours_quiet_ms", "ours_busy_ms", "reference_quiet_ms", "reference_busy_ms")}
+        ratio = lambda a, b: None if tot[a] is None else tot[a] / tot[b]  # noqa: E731
+        body.append([f"sum of the {len(sel)}", _ms(tot["ours_quiet_ms"]), _ms(tot["ours_busy_ms"]),
+                     x(ratio("ours_busy_ms", "ours_quiet_ms")), _ms(tot["reference_quiet_ms"]),
+                     _ms(tot["reference_busy_ms"]), x(ratio("reference_busy_ms", "reference_quiet_ms"))])
+    title = (f"shared cores at {rows[0]['size']} px: ms per image quiet and beside {busy} busy process"
+             f"{'es' if busy != 1 else ''} (ours: {threads} threads; reference: 1)")
+    if md:
+        out = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in body])
+    t = Table(title=escape(title))
+    for h in head:
+        t.add_column(h, justify="left" if h == "corruption" else "right", no_wrap=h == "corruption")
+    for line in body:
+        t.add_row(*line)
+    return t
 
 
 def _emit(args, raw, table) -> int:
@@ -155,7 +190,8 @@ def main(argv=None) -> int:
                                         "--device cuda\n"
                                         "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["corruptions", "eval", "train"], nargs="?", default="corruptions")
+    ap.add_argument("what", choices=["corruptions", "eval", "train", "contention"], nargs="?", default="corruptions")
+    ap.add_argument("--busy", type=int, help="contention: busy processes to start (default: one per available core)")
     ap.add_argument("--model", default="cifar:wrn40_2", help="eval, train: builder (cifar:, timm:, torchvision:)")
     ap.add_argument("--suite", default="cifar10-c", help="eval: suite")
     ap.add_argument("--images", type=int, default=256, help="eval: images per measurement")
@@ -169,6 +205,7 @@ def main(argv=None) -> int:
                     help="corruptions: time ours uint8 in/out like the reference and rb-corrupt (default), "
                          "or float [0, 1] in/out as on a model's device")
     ap.add_argument("--no-reference", action="store_true", help="time ours only (no imagecorruptions needed)")
+    ap.add_argument("--threads", type=int, help=THREADS_HELP)
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
     ap.add_argument("--json", help="write the raw rows here")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -178,9 +215,11 @@ def main(argv=None) -> int:
 
     keep_freed_memory()  # as rb-corrupt, rb-eval and rb-train run
     from .._common import RBAError, check_device
+    from .._threads import apply_threads
 
     try:
         check_device(args.device)
+        apply_threads(args.threads)
     except RBAError as e:
         err.print(f"[red]rb-bench:[/] {e}")
         return 2
@@ -188,6 +227,19 @@ def main(argv=None) -> int:
         return _main_eval(args, err)
     if args.what == "train":
         return _main_train(args, err)
+    if args.what == "contention":
+        from ..bench import bench_contention
+
+        try:
+            rows = bench_contention(size=int(args.sizes.split(",")[0]), busy=args.busy,
+                                    names=args.corruptions.split(",") if args.corruptions else None,
+                                    batch=args.batch, reference=not args.no_reference, min_time=args.min_time,
+                                    io=args.io, log=lambda r: err.print(
+                                        f"[dim]{r['corruption']}: ours {r['ours_slowdown']:.1f}x slower busy[/]"))
+        except ImportError as e:
+            err.print(f"[red]rb-bench:[/] {e} (or pass --no-reference)")
+            return 2
+        return _emit(args, rows, _contention_table(rows, args.markdown))
     from ..bench import bench_corruptions
 
     try:

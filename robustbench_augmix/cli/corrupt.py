@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._threads import THREADS_HELP
+
 EXAMPLES = """examples:
   rb-corrupt --gallery gallery.png                       # every corruption x severity on a sample photo
   rb-corrupt --suite cifar10-c --data ~/data/cifar10 --out ~/data/CIFAR-10-C
@@ -30,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--workers", type=int, default=None, help="CPU threads for the kernels (default: all cores)")
+    ap.add_argument("--threads", "--workers", dest="threads", type=int, default=None,
+                    help=THREADS_HELP)
     ap.add_argument("--shard", default=None, help="i/n: this process does part i of n, counted from 0 (0/4, 1/4, 2/4, "
                     "3/4; default: torchrun's rank)")
     ap.add_argument("--on-error", choices=["fail", "skip"], default="fail",
@@ -72,15 +75,17 @@ def _shard(spec: str | None) -> tuple[int, int]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
-    import torch
 
     from .._alloc import keep_freed_memory
     from .._common import Rate, RBAError, check_device, progress_bar, storage_errors
+    from .._threads import apply_threads
     from ..corruptions import load_suite, set_frost_dir, suites
 
     keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
-    if args.workers:
-        torch.set_num_threads(args.workers)
+    try:
+        apply_threads(args.threads)
+    except RBAError as e:
+        return _fail(console, str(e))
     if args.frost_dir:
         set_frost_dir(args.frost_dir)
     try:

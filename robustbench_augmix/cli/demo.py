@@ -9,6 +9,8 @@ import sys
 
 from rich.console import Console
 
+from .._threads import THREADS_HELP
+
 EXAMPLES = """examples:
   rb-demo                                  # one seed, about 3 minutes on 2 CPU cores
   rb-demo --seeds 0,1,2 --out demo3        # the 3-seed comparison docs/training.md reports
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test-limit", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--corruptions", help="comma-separated subset (default: the 15 benchmark corruptions)")
     ap.add_argument("--severities", default="1,2,3,4,5")
-    ap.add_argument("--threads", type=int, help="CPU threads for torch")
+    ap.add_argument("--threads", type=int, help=THREADS_HELP)
     ap.add_argument("--augment-on", choices=["device", "workers"], default="device",
                     help="AugMix batched on the device (default) or per image with PIL")
     ap.add_argument("--no-progress", action="store_true")
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     from .. import demo
     from .._alloc import keep_freed_memory
     from .._common import RBAError
+    from .._threads import apply_threads
 
     keep_freed_memory()  # training and evaluation reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -46,7 +49,7 @@ def main(argv=None) -> int:
         cfg = demo.DemoConfig(out=args.out, seeds=_ints(args.seeds), epochs=args.epochs, train_limit=args.train_limit,
                               test_limit=args.test_limit,
                               corruptions=args.corruptions.split(",") if args.corruptions else None,
-                              severities=_ints(args.severities), threads=args.threads,
+                              severities=_ints(args.severities), threads=apply_threads(args.threads),
                               batched=args.augment_on == "device", progress=not args.no_progress)
         res = demo.run(cfg, console)
     except RBAError as e:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from .._threads import THREADS_HELP
+
 EXAMPLES = """examples:
   rb-eval --model my_model.py:build --suite cifar10-c --data ~/data/cifar10 --out results/
   rb-eval --checkpoint runs/wrn/model.safetensors --arch timm:resnet18 --num-classes 10 --suite cifar10-c
@@ -52,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--chunk-size", type=int, default=2000, help="images per resumable cache unit")
     r.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 (under torchrun cuda means cuda:LOCAL_RANK)")
     r.add_argument("--workers", type=int, default=0, help="DataLoader workers for decoding")
-    r.add_argument("--threads", type=int, help="CPU threads for torch")
+    r.add_argument("--threads", type=int, help=THREADS_HELP)
     r.add_argument("--amp", action="store_true", help="autocast (float16 on CUDA, bfloat16 on CPU)")
     r.add_argument("--channels-last", action="store_true")
     r.add_argument("--out", default="results", help="results folder (JSON, CSV and the resumable cell cache)")
@@ -100,18 +102,20 @@ def main(argv=None) -> int:
         console.print(f"[bold red]rb-eval:[/] {msg}")
         return 2
 
-    import torch
     import torch.distributed as dist
 
     from .._alloc import keep_freed_memory
     from .._common import RBAError, check_device, init_distributed, storage_errors
+    from .._threads import apply_threads
     from ..corruptions import load_suite, set_frost_dir
     from ..evaluation import Config, Evaluation
     from ..zoo import model_classes
 
     keep_freed_memory()  # activations and kernels reuse mapped pages (robustbench_augmix/_alloc.py)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        apply_threads(args.threads)
+    except RBAError as e:
+        return fail(str(e))
     if args.frost_dir:
         set_frost_dir(args.frost_dir)
     try:

@@ -9,6 +9,8 @@ import sys
 
 from rich.console import Console
 
+from .._threads import THREADS_HELP
+
 EXAMPLES = """examples:
   rb-train --list
   rb-train --recipe cifar10-wrn40_2-augmix --out runs/wrn                    # CIFAR-10 found or downloaded
@@ -46,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     x = ap.add_argument_group("run")
     x.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: cuda:LOCAL_RANK)")
     x.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    x.add_argument("--threads", type=int, help="CPU threads for torch")
+    x.add_argument("--threads", type=int, help=THREADS_HELP)
     x.add_argument("--amp", action="store_true",
                    help="mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU)")
     x.add_argument("--channels-last", action="store_true")
@@ -85,6 +87,7 @@ def main(argv=None) -> int:
     from .. import train as T
     from .._alloc import keep_freed_memory
     from .._common import RBAError, check_device, storage_errors
+    from .._threads import apply_threads
 
     keep_freed_memory()  # activations reuse mapped pages (robustbench_augmix/_alloc.py)
 
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
         cfg = T.TrainConfig(out=args.out, data=args.data, device=args.device, workers=args.workers, amp=args.amp,
                             channels_last=args.channels_last, seed=args.seed, resume=args.resume,
                             batched={"auto": None, "device": True, "workers": False}[args.augment_on],
-                            progress=not args.no_progress, limit=args.limit, threads=args.threads)
+                            progress=not args.no_progress, limit=args.limit, threads=apply_threads(args.threads))
         built: list = []
         check_device(args.device)
         with storage_errors(args.out, lambda: built[0].space_needed() if built else None):
