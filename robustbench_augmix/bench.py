@@ -131,6 +131,44 @@ def bench_contention(size: int = 224, busy: int | None = None, severities=(3,), 
     return rows
 
 
+# The commands a user types to look around: each must answer without importing torch (#22 item 3).
+STARTUP_COMMANDS = (("corrupt", "--list"), ("corrupt", "--help"), ("eval", "--help"), ("zoo", "list"),
+                    ("zoo", "show resnet50_augmix"), ("train", "--list"), ("train", "--help"), ("bench", "--help"),
+                    ("demo", "--help"), ("leaderboard", "--help"))
+_STARTUP = ("import sys, time\nt0 = time.perf_counter()\nfrom robustbench_augmix.cli.{cli} import main\n"
+            "try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "sys.stderr.write('%.6f %d' % (time.perf_counter() - t0, 'torch' in sys.modules))")
+
+
+def bench_startup(runs: int = 5, log=print) -> list[dict]:
+    """Wall time of each listing and ``--help`` in a fresh interpreter, ``runs`` times (median and slowest),
+    beside a bare interpreter and ``import torch`` timed the same way. ``in_process_s`` is the time from the
+    CLI module's import to ``main``'s return, ``wall_s`` the whole process as a user waits for it."""
+    import statistics
+    import subprocess
+    import sys
+
+    cases = [("python (nothing imported)", "import sys, time\nsys.stderr.write('0 0')"),
+             ("import torch", "import sys, time\nt0 = time.perf_counter()\nimport torch\n"
+                              "sys.stderr.write('%.6f 1' % (time.perf_counter() - t0))")]
+    cases += [(f"rb-{cli} {args}", _STARTUP.format(cli=cli, argv=args.split())) for cli, args in STARTUP_COMMANDS]
+    rows = []
+    for name, code in cases:
+        walls, inner, torch_seen = [], [], False
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            walls.append(time.perf_counter() - t0)
+            t, seen = r.stderr.split()[-2:]
+            inner.append(float(t))
+            torch_seen |= seen == "1"
+        row = {"command": name, "runs": runs, "wall_s": statistics.median(walls), "wall_max_s": max(walls),
+               "in_process_s": statistics.median(inner), "imports_torch": torch_seen}
+        rows.append(row)
+        log(row)
+    return rows
+
+
 def bench_eval(model: torch.nn.Module, suite: str = "cifar10-c", *, preprocess=None, images: int = 256,
                batch: int = 128, device: str = "cpu", names=None, severity: int = 3, amp: bool = False,
                channels_last: bool = False, min_time: float = 0.5, rounds: int = 3, log=print) -> dict:

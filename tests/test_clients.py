@@ -223,17 +223,31 @@ def test_the_hub_folder_is_found_as_torch_finds_it(monkeypatch, env):
     assert str(_hub_dir_from_environment()) == torch.hub.get_dir()
 
 
-def test_listings_and_help_do_not_import_torch():
+_LISTINGS = [("corrupt", ["--list"]), ("zoo", ["list"]), ("zoo", ["show", "resnet50"]), ("train", ["--list"])] + [
+    (cli, ["--help"]) for cli in ("corrupt", "eval", "zoo", "train", "bench", "demo", "leaderboard")]
+
+
+@pytest.mark.parametrize(("cli", "argv"), _LISTINGS, ids=[f"rb-{c} {' '.join(a)}" for c, a in _LISTINGS])
+def test_listings_and_help_do_not_import_torch(cli, argv):
+    """#22 item 3: listings and help answer from the tables and cards alone (torch takes seconds to import)."""
     import subprocess
     import sys
 
     code = ("import sys, contextlib, io\n"
-            "from robustbench_augmix.cli.zoo import main as z\nfrom robustbench_augmix.cli.train import main as t\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n    z(['list']); z(['show', 'resnet50']); t(['--list'])\n"
-            "print('torch' in sys.modules)")
+            f"from robustbench_augmix.cli.{cli} import main\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    try:\n"
+            f"        rc = main({argv!r})\n"
+            "    except SystemExit as e:\n"
+            "        rc = e.code\n"
+            "heavy = sorted(m for m in ('torch', 'scipy', 'PIL', 'numpy', 'timm', 'torchvision') if m in sys.modules)\n"
+            "print(rc or 0, len(out.getvalue()), ','.join(heavy) or '-')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
-    assert r.stdout.strip().splitlines()[-1] == "False"
+    rc, printed, heavy = r.stdout.split()
+    assert (rc, heavy) == ("0", "-"), f"rb-{cli} {' '.join(argv)} exited {rc} having imported {heavy}"
+    assert int(printed) > 100
 
 
 def test_rms_calibration_error_does_not_depend_on_input_order_under_ties():
@@ -295,7 +309,8 @@ def test_rb_bench_tables_stay_readable_at_80_columns():
 
     from rich.console import Console
 
-    from robustbench_augmix.cli.bench import _contention_table, _eval_table, _table, _train_table
+    from robustbench_augmix.bench import STARTUP_COMMANDS
+    from robustbench_augmix.cli.bench import _contention_table, _eval_table, _startup_table, _table, _train_table
 
     names = rba.corruption_names(extra=True)
     rows = [{"corruption": n, "size": s, "extra": n not in rba.corruption_names(), "reference_ms": 12.3456 * (k + 1),
@@ -311,7 +326,10 @@ def test_rb_bench_tables_stay_readable_at_80_columns():
     co = [{"corruption": n, "size": 224, "extra": n not in rba.corruption_names(), "busy": 2, "threads": 2,
            "ours_quiet_ms": 10.123, "ours_busy_ms": 20.246, "ours_slowdown": 2.0, "reference_quiet_ms": 300.5,
            "reference_busy_ms": 901.5, "reference_slowdown": 3.0} for n in names]
-    for table, must in ((_contention_table(co, md=False), [*names, "10.12", "20.25", "2.0x", "300.5", "901.5", "3.0x",
+    st = [{"command": f"rb-{c} {a}", "runs": 5, "wall_s": 0.2345, "wall_max_s": 0.3456, "imports_torch": False}
+          for c, a in STARTUP_COMMANDS]
+    for table, must in ((_startup_table(st, md=False), [*(r["command"] for r in st), "0.234", "0.346", "5 runs"]),
+                        (_contention_table(co, md=False), [*names, "10.12", "20.25", "2.0x", "300.5", "901.5", "3.0x",
                                                            "4508", "13522"]),
                         (_table(rows, md=False), [*names, "12.346", "1.234", "10.0x", "1481.47", "148.14"]),
                         (_eval_table(ev, md=False), [*names, "101.234", "123.456", "+22%", " 22% │", "batch 128"]),

@@ -46,7 +46,7 @@ def test_kernel_contract(suite, name):
 
 @pytest.mark.parametrize("name", IMPLEMENTED)
 def test_cpu_chunking_and_memory_layout_do_not_change_the_output(name, monkeypatch):
-    import robustbench_augmix.corruptions as rc
+    import robustbench_augmix.corruptions._core as rc
 
     x = to_tensor([photo(i, 64) for i in range(5)])
     whole = rba.corrupt(x, name, 4, suite="tinyimagenet-c", seed=2)

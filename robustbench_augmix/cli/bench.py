@@ -91,6 +91,22 @@ def _contention_table(rows, md: bool):
     return t
 
 
+def _startup_table(rows, md: bool):
+    head = ["command", "wall s (median)", "wall s (slowest)", "imports torch"]
+    body = [[r["command"], f"{r['wall_s']:.3f}", f"{r['wall_max_s']:.3f}", "yes" if r["imports_torch"] else "no"]
+            for r in rows]
+    title = f"startup: a fresh interpreter per run, {rows[0]['runs']} runs each"
+    if md:
+        out = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|---:|---:|---|"]
+        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in body])
+    t = Table(title=escape(title))
+    for h in head:
+        t.add_column(h, justify="left" if h in ("command", "imports torch") else "right", no_wrap=h == "command")
+    for line in body:
+        t.add_row(*line)
+    return t
+
+
 def _emit(args, raw, table) -> int:
     """Write the raw rows to --json when asked, print the table (Markdown or rich)."""
     if args.json:
@@ -188,9 +204,12 @@ def main(argv=None) -> int:
                                         "  rb-bench eval --model cifar:wrn40_2 --suite cifar10-c\n"
                                         "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c "
                                         "--device cuda\n"
-                                        "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp",
+                                        "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp\n"
+                                        "  rb-bench startup --runs 5",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["corruptions", "eval", "train", "contention"], nargs="?", default="corruptions")
+    ap.add_argument("what", choices=["corruptions", "eval", "train", "contention", "startup"], nargs="?",
+                    default="corruptions")
+    ap.add_argument("--runs", type=int, default=5, help="startup: fresh interpreters per command")
     ap.add_argument("--busy", type=int, help="contention: busy processes to start (default: one per available core)")
     ap.add_argument("--model", default="cifar:wrn40_2", help="eval, train: builder (cifar:, timm:, torchvision:)")
     ap.add_argument("--suite", default="cifar10-c", help="eval: suite")
@@ -227,6 +246,11 @@ def main(argv=None) -> int:
         return _main_eval(args, err)
     if args.what == "train":
         return _main_train(args, err)
+    if args.what == "startup":
+        from ..bench import bench_startup
+
+        rows = bench_startup(runs=args.runs, log=lambda r: None)
+        return _emit(args, rows, _startup_table(rows, args.markdown))
     if args.what == "contention":
         from ..bench import bench_contention
 

@@ -76,10 +76,25 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     console = Console(stderr=True, soft_wrap=True)
 
+    # Before anything that imports torch: the suite tables alone answer at once.
+    if args.list:
+        t = Table(title="suites")
+        for c in ("suite", "size", "layout", "corruptions (extra in brackets)"):
+            t.add_column(c)
+        from ..corruptions import load_suite, suites
+
+        for sid in suites():
+            s = load_suite(sid)
+            t.add_row(sid, str(s.image_size), s.layout,
+                      # escaped: rich would read "[speckle_noise]" as markup and print nothing
+                      escape(", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True))))
+        Console().print(t)
+        return 0
+
     from .._alloc import keep_freed_memory
     from .._common import Rate, RBAError, check_device, progress_bar, storage_errors
     from .._threads import apply_threads
-    from ..corruptions import load_suite, set_frost_dir, suites
+    from ..corruptions import load_suite, set_frost_dir
 
     keep_freed_memory()  # reuse the kernels' temporaries' pages (robustbench_augmix/_alloc.py)
     try:
@@ -92,18 +107,6 @@ def main(argv=None) -> int:
         suite = load_suite(args.suite)
     except RBAError as e:
         return _fail(console, str(e))
-
-    if args.list:
-        t = Table(title="suites")
-        for c in ("suite", "size", "layout", "corruptions (extra in brackets)"):
-            t.add_column(c)
-        for sid in suites():
-            s = load_suite(sid)
-            t.add_row(sid, str(s.image_size), s.layout,
-                      # escaped: rich would read "[speckle_noise]" as markup and print nothing
-                      escape(", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True))))
-        Console().print(t)
-        return 0
 
     if args.gallery:
         from PIL import Image
