@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ._common import InputError
 
-# The console scripts also set OMP_WAIT_POLICY=PASSIVE before torch starts its OpenMP pool (cli/__init__):
-# a waiting thread then sleeps instead of spinning, and does not steal the core its peer waits for.
+# The console scripts also bound OpenMP's spin-wait (GOMP_SPINCOUNT=10000) before torch starts its pool
+# (cli/__init__): a waiting thread soon sleeps instead of stealing the core its peer waits for.
+SPIN_COUNT = "10000"
 THREADS_HELP = ("CPU threads for torch (default: the cores this process may use, from its affinity mask and cgroup "
                 "quota, divided among torchrun's local processes; or OMP_NUM_THREADS)")
 

@@ -54,7 +54,7 @@ import robustbench_augmix.cli  # what every rb-* entry point imports first
 from robustbench_augmix._threads import apply_threads
 import torch
 n = apply_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None)
-print(n, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY"))
+print(n, torch.get_num_threads(), os.environ.get("OMP_WAIT_POLICY", "-"), os.environ.get("GOMP_SPINCOUNT", "-"))
 """
 
 
@@ -63,24 +63,29 @@ def _child(args=(), cpus=None, env=None):
     import subprocess
     import sys
 
-    e = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "OMP_WAIT_POLICY")}
+    e = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "OMP_WAIT_POLICY",
+                                                   "GOMP_SPINCOUNT")}
     e.update(env or {})
     out = subprocess.run([sys.executable, "-c", _CHILD, *args], env=e, capture_output=True, text=True, check=True,
                          preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
-    n, torch_n, policy = out.stdout.split()
-    return int(n), int(torch_n), policy
+    n, torch_n, policy, spin = out.stdout.split()
+    return int(n), int(torch_n), policy, spin
 
 
 def test_the_thread_count_follows_the_affinity_mask_and_threads():
     """A child pinned to one core uses one thread (torch's default would count the machine's cores); --threads
-    and OMP_NUM_THREADS override; torchrun's local processes share the cores; the wait policy is passive
-    unless the user set one."""
+    and OMP_NUM_THREADS override; torchrun's local processes share the cores; OpenMP's spin-wait is bounded
+    unless the user set a policy or spin count."""
     import os
 
+    from robustbench_augmix._threads import SPIN_COUNT
+
     mine = sorted(os.sched_getaffinity(0))
-    assert _child(cpus={mine[0]}) == (1, 1, "PASSIVE")
-    assert _child(["3"], cpus={mine[0]}) == (3, 3, "PASSIVE")
-    assert _child(cpus={mine[0]}, env={"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"}) == (2, 2, "ACTIVE")
+    assert _child(cpus={mine[0]}) == (1, 1, "-", SPIN_COUNT)
+    assert _child(["3"], cpus={mine[0]}) == (3, 3, "-", SPIN_COUNT)
+    # a user's own wait policy or spin count is left as it is
+    assert _child(cpus={mine[0]}, env={"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"}) == (2, 2, "ACTIVE", "-")
+    assert _child(cpus={mine[0]}, env={"GOMP_SPINCOUNT": "5"})[2:] == ("-", "5")
     if len(mine) >= 2:
         assert _child(cpus=set(mine[:2]))[:2] == (2, 2)
         assert _child(cpus=set(mine[:2]), env={"LOCAL_WORLD_SIZE": "2"})[:2] == (1, 1)
