@@ -188,6 +188,41 @@ def test_plasma_fractal_is_periodic_and_normalised():
     assert torch.allclose(m.amax(dim=(1, 2)), torch.ones(2, dtype=m.dtype))
 
 
+def _plasma_textbook(gen: torch.Generator, m: int, decay: float) -> torch.Tensor:
+    """The reference's plasma_fractal (IN l. 182-228) written as it reads, np.roll and one draw per step, with
+    the draws from one image's generator: what ours must give bit for bit."""
+    a = torch.zeros((m, m), dtype=torch.float64)
+    step, wibble = m, 100.0
+
+    def wibbled(t):
+        return t / 4 + wibble * (wibble * (2 * torch.rand(t.shape, generator=gen, dtype=torch.float64) - 1))
+
+    while step >= 2:
+        half = step // 2
+        ul = a[0:m:step, 0:m:step]
+        sq = ul + torch.roll(ul, -1, 0)
+        a[half:m:step, half:m:step] = wibbled(sq + torch.roll(sq, -1, 1))
+        dr, ul = a[half:m:step, half:m:step], a[0:m:step, 0:m:step]
+        a[0:m:step, half:m:step] = wibbled((dr + torch.roll(dr, 1, 0)) + (ul + torch.roll(ul, -1, 1)))
+        a[half:m:step, 0:m:step] = wibbled((dr + torch.roll(dr, 1, 1)) + (ul + torch.roll(ul, -1, 0)))
+        step //= 2
+        wibble /= decay
+    a = a - a.min()
+    return a / a.max()
+
+
+@pytest.mark.parametrize("m, decay", [(2, 2.0), (32, 1.5), (256, 3.0)])
+def test_plasma_fractal_equals_the_textbook_loop_bit_for_bit(m, decay):
+    """Ours draws an image's noise for every step in one call and sums slices instead of rolled copies; the
+    result must be the step-by-step loop's exactly (torch's CPU uniform fills element after element)."""
+    from robustbench_augmix.corruptions._ops import plasma_fractal
+
+    seeds = [11, 12, 13]
+    ours = plasma_fractal(Draws(seeds), m, decay)
+    for i, s in enumerate(seeds):
+        assert torch.equal(ours[i], _plasma_textbook(torch.Generator().manual_seed(s), m, decay)), (m, decay, i)
+
+
 @pytest.mark.parametrize("tv", [True, False], ids=["torchvision-codec", "pil-fallback"])
 @pytest.mark.parametrize("suite", SUITES)
 def test_jpeg_equals_pil_roundtrip_exactly(suite, tv, monkeypatch):

@@ -7,7 +7,6 @@ SciPy and Pillow; the package's ``__init__`` defers it until one of its names is
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +15,8 @@ import torch
 from .._common import InputError, RBAError
 from . import blur, digital, noise, weather  # noqa: F401  (fill the registry)
 from ._ops import floor_levels, levels_to_float, to_uint8
+from ._parallel import run_parts
+from ._parallel import workers as _workers
 from ._registry import REGISTRY, Corruption
 from ._rng import Draws, image_seeds
 from .suites import SEVERITIES, Params, Suite, load_suite
@@ -102,7 +103,7 @@ def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imag
     # A corruption with an 8-bit kernel (JPEG, pixelate) takes the whole batch: its float kernel is that kernel
     # on the rounded levels, which splits its own work (JPEG over threads, pixelate in L2-sized parts).
     cpu_whole = x.device.type != "cpu" or c.levels is not None
-    workers = 1 if cpu_whole else torch.get_num_threads()
+    workers = 1 if cpu_whole else _workers()
     step = n if cpu_whole else min(max(1, _CPU_CHUNK // x[0].numel()), -(-n // workers))
     if step >= n:
         return post(_apply_chunk(c, pre(x), params, seeds, h, w))
@@ -114,45 +115,9 @@ def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imag
     def part(i: int) -> None:
         out[i : i + step] = post(_apply_chunk(c, pre(x[i : i + step]), params, seeds[i : i + step], h, w))
 
-    if workers == 1:
-        for i in range(0, n, step):
-            part(i)
-        return out
-    # The chunks run side by side on single-threaded workers, one per torch thread, instead of one after another
-    # with every small operation split over the threads: no barrier per operation, so a worker whose core is
-    # taken by another process holds up nobody (beside one busy process per core, 2.0x slower against 2.5-3.6x;
-    # docs/performance.md, shared cores).
-    for f in [_pool(workers).submit(part, i) for i in range(0, n, step)]:
-        f.result()
+    # The parts run side by side on single-threaded workers (_parallel): no barrier per operation.
+    run_parts(part, range(0, n, step), workers)
     return out
-
-
-_POOLS: dict[int, object] = {}
-os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child (a DataLoader worker) has none of the threads
-
-
-def _pool(workers: int):
-    """A pool of ``workers`` threads that run torch single-threaded, made once per size."""
-    pool = _POOLS.get(workers)
-    if pool is None:
-        import threading
-        from concurrent.futures import ThreadPoolExecutor
-
-        main = torch.get_num_threads()
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="rba-corrupt", initializer=_single_threaded)
-        ready = threading.Barrier(workers)
-        list(pool.map(lambda _: ready.wait(), range(workers)))  # every worker started (and set to 1 thread)
-        # torch.set_num_threads also sets what new threads start with: give that back to the main thread's. A
-        # thread that ran torch with several threads slows the main thread's later work 3x (OpenMP then counts
-        # more threads than cores and stops spinning), hence 1 thread per worker, set before its first use.
-        torch.set_num_threads(main)
-        _POOLS[workers] = pool
-    return pool
-
-
-def _single_threaded() -> None:
-    torch.get_num_threads()  # torch sets a thread's OpenMP threads at its first use: let that happen now
-    torch.set_num_threads(1)
 
 
 # About 1.2 M values (8 images at 224 px, 400 at 32 px) per chunk on the CPU.
