@@ -48,17 +48,17 @@ def _pointwise(x: torch.Tensor, dtype: torch.dtype, fn) -> torch.Tensor:
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """``floor_levels`` as uint8 levels 0..255 (same shape)."""
-    return _pointwise(x, torch.uint8, lambda t: torch.floor(t.clamp(0, 1) * 255 + 1e-3))
+    return _pointwise(x, torch.uint8, lambda t: t.clamp(0, 1).mul_(255).add_(1e-3).floor_())
 
 
 def round_levels_u8(x: torch.Tensor) -> torch.Tensor:
     """The nearest 8-bit level of an input image, as uint8 (recovers uint8 data exactly)."""
-    return _pointwise(x, torch.uint8, lambda t: torch.round(t.clamp(0, 1) * 255))
+    return _pointwise(x, torch.uint8, lambda t: t.clamp(0, 1).mul_(255).round_())
 
 
 def levels_to_float(u8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 levels as ``dtype`` in [0, 1]: ``u8.to(dtype) / 255``."""
-    return _pointwise(u8, dtype, lambda t: t.to(dtype) / 255)
+    return _pointwise(u8, dtype, lambda t: t.to(dtype, copy=True).div_(255))
 
 
 # --------------------------------------------------------------------------- border modes
@@ -266,19 +266,41 @@ def motion_blur_batch(x: torch.Tensor, radius: float, sigma: float, angles: torc
         (N, C, H, W) float, not quantised.
     """
     n, c, h, w = x.shape
-    out = torch.empty_like(x)
-    for i in range(n):
-        taps = motion_taps(radius, sigma, float(angles[i]))
-        dys = [t[1] for t in taps]
-        dxs = [t[2] for t in taps]
-        top, bottom = max(0, -min(dys)), max(0, max(dys))
-        left, right = max(0, -min(dxs)), max(0, max(dxs))
-        xp = pad_index(x[i], top, bottom, left, right, "edge")
-        acc = torch.zeros_like(x[i])
-        for k, dy, dx in taps:
-            acc.add_(xp[:, top + dy : top + dy + h, left + dx : left + dx + w], alpha=k)
-        out[i] = acc
+    if n == 0:
+        return x.clone()
+    taps = [motion_taps(radius, sigma, float(a)) for a in angles.tolist()]  # the weights are the same for every image
+    top, bottom = max(0, -min(t[1] for ts in taps for t in ts)), max(0, max(t[1] for ts in taps for t in ts))
+    left, right = max(0, -min(t[2] for ts in taps for t in ts)), max(0, max(t[2] for ts in taps for t in ts))
+    # One padding for the batch, as wide as its widest image needs: replicated edges extend the same way.
+    xp = pad_index(x, top, bottom, left, right, "edge")
+    out = torch.zeros_like(x)
+    hp, wp = xp.shape[-2:]
+    if h * w > _MOTION_GATHER_MAX:
+        for j, ts in enumerate(taps):  # per image: its sum stays in L2 while the taps go by
+            acc = out[j]
+            for k, dy, dx in ts:
+                acc.add_(xp[j, :, top + dy : top + dy + h, left + dx : left + dx + w], alpha=k)
+        return out
+    # Small images: every tap of a group of images gathered in one call, then summed tap by tap (the same adds in
+    # the same order). One slice and add per tap and image was Python work that held the GIL the other workers
+    # wait for (0.30 ms per 32-px image on 2 workers, 0.22 on one thread).
+    offsets = torch.tensor([[(top + dy) * wp + left + dx for _, dy, dx in ts] for ts in taps])  # (N, T)
+    pixel = (torch.arange(h).view(h, 1) * wp + torch.arange(w)).view(1, 1, h * w)
+    flat = xp.reshape(n, c, hp * wp)
+    t_count = offsets.shape[1]
+    group = max(1, _MOTION_GATHER_BYTES // (c * t_count * h * w * x.element_size()))
+    for g in range(0, n, group):
+        idx = (offsets[g : g + group, :, None] + pixel).view(-1, 1, t_count * h * w)
+        gathered = flat[g : g + group].gather(2, idx.expand(-1, c, -1).to(x.device)).view(-1, c, t_count, h, w)
+        acc = out[g : g + group]
+        for i, (k, _, _) in enumerate(taps[0]):
+            acc.add_(gathered[:, :, i], alpha=k)
     return out
+
+
+# Images up to 64 x 64 px take the gathered path; a group's gathered taps are about 4 MiB.
+_MOTION_GATHER_MAX = 64 * 64
+_MOTION_GATHER_BYTES = 4 << 20
 
 
 def zoom_factors(start: float, stop: float, step: float) -> np.ndarray:

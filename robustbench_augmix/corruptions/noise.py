@@ -36,7 +36,8 @@ def impulse_noise(x, p, draws):
     """Salt and pepper per element (skimage ``random_noise(mode='s&p')``, IN l. 263-267): each value
     is replaced with probability ``amount``, by 1 or 0 with equal odds."""
     u = draws["u"]
-    return torch.where(u < p.amount / 2, 1.0, torch.where(u < p.amount, 0.0, x))
+    # = torch.where(u < amount / 2, 1, torch.where(u < amount, 0, x)), as two fills of a copy
+    return x.clone().masked_fill_(u < p.amount, 0.0).masked_fill_(u < p.amount / 2, 1.0)
 
 
 _GUIDE_BINS = 1024
@@ -75,8 +76,10 @@ def shot_noise(x, p, draws):
     dev = x.device
     g = guide_np.shape[1]
     u = draws["u"].reshape(-1)
-    # Row-major cell (level, bin) of every draw, computed exactly in float64.
-    cell = (torch.round(x.clamp(0, 1) * 255).reshape(-1).double() * g + (u * g).floor().clamp_(max=g - 1)).long()
+    # Row-major cell (level, bin) of every draw, in integers: the level is x's nearest 8-bit one, the bin
+    # floor(u * G) (u * G is exact in float64, G a power of two; truncation is floor for u >= 0).
+    level = torch.round(x.clamp(0, 1) * 255).reshape(-1).to(torch.int64)
+    cell = level.mul_(g).add_((u * g).to(torch.int64).clamp_(max=g - 1))
     k = torch.as_tensor(guide_np, device=dev).reshape(-1)[cell]
     idx = (k < 0).nonzero().squeeze(1)
     if idx.numel():
