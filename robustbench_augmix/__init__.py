@@ -11,9 +11,7 @@ The names are imported on first use (PEP 562), so ``rb-eval --help``, ``rb-zoo l
 
 from __future__ import annotations
 
-import importlib
-
-from ._common import RBAError
+from ._common import RBAError, lazy_exports
 
 __version__ = "0.1.0"
 
@@ -27,13 +25,4 @@ __all__ = ["Preprocess", "RBAError", "Results", "__version__", "corrupt", "corru
            "load_model", "load_suite", "resolve_model", "set_frost_dir", "suites"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'robustbench_augmix' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

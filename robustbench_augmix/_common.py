@@ -44,6 +44,25 @@ class StorageError(RBAError, OSError):
     folder should be)."""
 
 
+def lazy_exports(package: str, lazy: Mapping[str, str], namespace: dict):
+    """PEP 562 ``__getattr__`` and ``__dir__`` for ``package`` that import each name of ``lazy`` (name ->
+    submodule) on its first use and keep it in ``namespace`` (the package's globals) after that: a package's
+    heavy names then cost nothing until they are used."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name in lazy:
+            value = getattr(importlib.import_module(f".{lazy[name]}", package), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(lazy))
+
+    return __getattr__, __dir__
+
+
 def _size(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 

@@ -11,8 +11,7 @@ first use of their names (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-
+from .._common import lazy_exports
 from .suites import SEVERITIES, CorruptionSpec, Params, Suite, corruption_names, load_suite, suites
 
 # name -> the submodule that defines it; importing ``_core`` fills the registry.
@@ -30,13 +29,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -269,8 +269,8 @@ def motion_blur_batch(x: torch.Tensor, radius: float, sigma: float, angles: torc
     if n == 0:
         return x.clone()
     taps = [motion_taps(radius, sigma, float(a)) for a in angles.tolist()]  # the weights are the same for every image
-    top, bottom = max(0, -min(t[1] for ts in taps for t in ts)), max(0, max(t[1] for ts in taps for t in ts))
-    left, right = max(0, -min(t[2] for ts in taps for t in ts)), max(0, max(t[2] for ts in taps for t in ts))
+    dys, dxs = [t[1] for ts in taps for t in ts], [t[2] for ts in taps for t in ts]
+    top, bottom, left, right = max(0, -min(dys)), max(0, max(dys)), max(0, -min(dxs)), max(0, max(dxs))
     # One padding for the batch, as wide as its widest image needs: replicated edges extend the same way.
     xp = pad_index(x, top, bottom, left, right, "edge")
     out = torch.zeros_like(x)
@@ -371,10 +371,10 @@ def plasma_fractal(draws, mapsize: int, wibble_decay: float) -> torch.Tensor:
     step, wibble = m, 100.0
     if dev.type == "cpu":
         # All of an image's draws in one call, then cut per level: torch's CPU uniform fills element after element,
-        # so this is the same stream as one call per level (checked in tests/test_corruptions.py) and 8 calls per
-        # chunk of images instead of 192 (the Python calls held the GIL that the other workers wait for).
-        sizes = [(m // s) ** 2 for s in (1 << i for i in range(m.bit_length() - 1, 0, -1)) for _ in range(3)]
-        bank, used = draws.uniform(sum(sizes), dtype=torch.float64), 0
+        # so this is the same stream as one call per level (checked in tests/test_fidelity.py) and 8 calls per
+        # chunk of images instead of 192 (the Python calls held the GIL that the other workers wait for). The
+        # levels draw 3 (m / step)^2 values for step = m .. 2, which sums to m^2 - 1.
+        bank, used = draws.uniform(m * m - 1, dtype=torch.float64), 0
 
     def wibbled(t: torch.Tensor, dst: torch.Tensor) -> None:
         nonlocal used
