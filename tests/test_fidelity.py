@@ -333,3 +333,25 @@ def test_spatter_canny_and_chamfer_match_opencv(sev):
         d = np.minimum(cv2.distanceTransform(255 - want, cv2.DIST_L2, 5), 20)
         np.testing.assert_allclose(dist[i, 0].numpy(), d, rtol=0, atol=4e-6)
     assert edges.any() and (dist > 0).any() and (dist < 20).any()
+
+
+@pytest.mark.parametrize("sigma", [0.8, 2.44, 7.0, 40.0])
+@pytest.mark.parametrize("mode", ["edge", "symmetric"])
+def test_gaussian_filter_matches_scipy_in_bands_and_dense(sigma, mode):
+    """The CPU Gaussian filter runs narrow kernels as one product per band of rows (_ops._band_blocks) and
+    wide ones densely; both against scipy's own filter, on a non-square float64 and float32 batch."""
+    from robustbench_augmix.corruptions._ops import _band_blocks, _gaussian_matrix, gaussian_filter
+
+    x = np.random.default_rng(3).uniform(-1, 1, size=(2, 3, 200, 224))
+    scipy_mode = {"edge": "nearest", "symmetric": "reflect"}[mode]
+    want = ndimage.gaussian_filter(x, sigma=(0, 0, sigma, sigma), mode=scipy_mode, truncate=3.0)
+    for dtype, atol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        got = gaussian_filter(torch.from_numpy(x).to(dtype), sigma, mode, truncate=3.0)
+        np.testing.assert_allclose(got.double().numpy(), want, rtol=0, atol=atol)
+    for n in (200, 224):
+        m = _gaussian_matrix(n, sigma, 3.0, mode)
+        covered = np.zeros_like(m, dtype=bool)
+        for r0, r1, k0, k1 in _band_blocks(n, sigma, 3.0, mode):
+            covered[r0:r1, k0:k1] = True
+        assert not m[~covered].any() and covered.any(axis=1).all()
+    assert len(_band_blocks(224, 0.8, 3.0, "edge")) > 1 and len(_band_blocks(224, 40.0, 3.0, "edge")) == 1

@@ -96,17 +96,9 @@ _TG22 = 13573  # round(tan(22.5 deg) * 2^15), OpenCV canny.cpp CANNY_SHIFT = 15
 # cv2.DIST_L2 with a 5x5 mask: a = 1, b = 1.4, c = 2.1969 (OpenCV distanceTransform docs). OpenCV
 # builds with IPP (the PyPI wheels) sum these in float32; the portable path would use 16-bit fixed point.
 _CHAMFER_A, _CHAMFER_B, _CHAMFER_C = 1.0, 1.4, 2.1969  # axis, diagonal and knight moves
-_CHAMFER_CHUNK = 8 * 224 * 224  # pixels per CPU part
-
-
-def _shift(t: torch.Tensor, dy: int, dx: int, fill) -> torch.Tensor:
-    """``out[..., i, j] = t[..., i + dy, j + dx]``, ``fill`` outside."""
-    h, w = t.shape[-2:]
-    out = torch.full_like(t, fill)
-    ys, yd = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
-    xs, xd = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
-    out[..., yd, xd] = t[..., ys, xs]
-    return out
+_CHAMFER_CHUNK = 224 * 224  # pixels per CPU part
+_LABEL_2D = np.zeros((3, 3, 3), bool)
+_LABEL_2D[1] = True  # 8-connected within an image of an (N, H, W) stack, never across images
 
 
 def _sobel(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,31 +128,34 @@ def canny_u8(img: torch.Tensor, low: int, high: int) -> torch.Tensor:
     """
     f = F.pad(img.to(torch.float32), (1, 1, 1, 1), mode="replicate")
     dx, dy = (d.to(torch.int32) for d in _sobel(f))
-    mag = dx.abs() + dy.abs()
-    x, y = dx.abs(), dy.abs() << 15
-    tg22x = x * _TG22
-    tg67x = tg22x + (x << 16)
-    s = torch.where((dx ^ dy) < 0, -1, 1)
+    h, w = dx.shape[-2:]
+    x, y = dx.abs(), dy.abs()
+    mag = x + y
+    mp = F.pad(mag, (1, 1, 1, 1))  # neighbours are views of one zero-padded copy
 
     def nb(ddy, ddx):
-        return _shift(mag, ddy, ddx, 0)
+        return mp[..., 1 + ddy : 1 + ddy + h, 1 + ddx : 1 + ddx + w]
 
-    horiz = (mag > nb(0, -1)) & (mag >= nb(0, 1))
-    vert = (mag > nb(-1, 0)) & (mag >= nb(1, 0))
-    diag = torch.where(s < 0, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1)))
-    keep = torch.where(y < tg22x, horiz, torch.where(y > tg67x, vert, diag)) & (mag > low)
+    tg22x = x * _TG22
+    y <<= 15
+    horiz = y < tg22x
+    vert = y > tg22x.add_(x << 16)  # tg67x = tg22x + (x << 16)
+    anti = (dx ^ dy) < 0  # opposite signs: the anti-diagonal pair
+    diag = torch.where(anti, (mag > nb(-1, 1)) & (mag > nb(1, -1)), (mag > nb(-1, -1)) & (mag > nb(1, 1)))
+    keep = torch.where(horiz, (mag > nb(0, -1)) & (mag >= nb(0, 1)),
+                       torch.where(vert, (mag > nb(-1, 0)) & (mag >= nb(1, 0)), diag))
+    keep &= mag > low
     edges = keep & (mag > high)
     if img.device.type == "cpu":
         # Growth from the strong pixels through the candidates = the 8-connected components of the
-        # candidates that hold a strong pixel; scipy labels them in one pass per image.
+        # candidates that hold a strong pixel: scipy labels the batch in one call (a structure that does not
+        # connect images), and a table of the labels that hold a strong pixel picks them.
         from scipy import ndimage
 
-        out = torch.zeros_like(edges)
-        for i in range(edges.shape[0]):
-            lab, _ = ndimage.label(keep[i, 0].numpy(), structure=np.ones((3, 3), bool))
-            strong = np.unique(lab[edges[i, 0].numpy()])
-            out[i, 0] = torch.from_numpy(np.isin(lab, strong[strong > 0]))
-        return out
+        lab, count = ndimage.label(keep[:, 0].numpy(), structure=_LABEL_2D)
+        held = np.zeros(count + 1, bool)
+        held[lab[edges[:, 0].numpy()]] = True  # strong pixels are candidates: never label 0
+        return torch.from_numpy(held[lab]).unsqueeze(1)
     while True:
         grown = keep & (F.max_pool2d(edges.to(torch.float32), 3, 1, 1) > 0)
         if torch.equal(grown, edges):
@@ -175,7 +170,8 @@ def chamfer_distance_l2_5(zero: torch.Tensor, cap: float) -> torch.Tensor:
     the capped distance at once for every pixel at least ``cap`` away); a path of cost below the cap
     has fewer than ``cap`` + 1 steps, so that many rounds suffice. Outside the image is infinitely far.
     The moves of one weight are taken together as maxima of shifted slices of the negated field; on
-    the CPU the batch goes in parts of 8 images of 224 px (the 10 temporaries stay in cache: 2.2x faster).
+    the CPU the batch goes one 224-px image at a time (the 10 temporaries stay in L2: 6.0 -> 4.1 ms per image
+    against parts of 8, which were 2.2x faster than whole batches).
     """
     step = max(1, _CHAMFER_CHUNK // zero[0].numel())
     if zero.device.type == "cpu" and len(zero) > step:
