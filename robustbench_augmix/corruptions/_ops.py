@@ -408,7 +408,7 @@ def plasma_fractal(draws, mapsize: int, wibble_decay: float) -> torch.Tensor:
         # so this is the same stream as one call per level (checked in tests/test_fidelity.py) and 8 calls per
         # chunk of images instead of 192 (the Python calls held the GIL that the other workers wait for). The
         # levels draw 3 (m / step)^2 values for step = m .. 2, which sums to m^2 - 1.
-        bank, used = draws.uniform(m * m - 1, dtype=torch.float64), 0
+        bank, used = draws.uniform(m * m - 1, dtype=torch.float64).mul_(2).sub_(1), 0  # 2 u - 1, once
 
     def wibbled(t: torch.Tensor, dst: torch.Tensor) -> None:
         nonlocal used
@@ -417,8 +417,8 @@ def plasma_fractal(draws, mapsize: int, wibble_decay: float) -> torch.Tensor:
             u = bank[:, used:used + k].view(t.shape)
             used += k
         else:
-            u = draws.uniform(*t.shape[1:], dtype=torch.float64)
-        u.mul_(2).sub_(1).mul_(wibble).mul_(wibble)
+            u = draws.uniform(*t.shape[1:], dtype=torch.float64).mul_(2).sub_(1)
+        u.mul_(wibble).mul_(wibble)
         torch.add(t.div_(4), u, out=dst)
 
     while step >= 2:

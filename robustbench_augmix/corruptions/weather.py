@@ -84,7 +84,7 @@ def fog(x, p, draws):
     h, w = x.shape[-2:]
     t = float(p.thickness)
     mx = x.amax(dim=(1, 2, 3), keepdim=True)
-    y = x + t * draws["plasma"][:, None, :h, :w].to(x.dtype)
+    y = x + draws["plasma"][:, None, :h, :w].to(x.dtype).mul_(t)
     return y.mul_(mx).div_(mx + t).clamp_(0, 1)  # (y * mx / (mx + t)).clamp(0, 1), in place
 
 
