@@ -35,7 +35,11 @@ from ._common import (
 )
 from .augmix import AugMixDataset, jsd_loss
 from .augmix.batched import augmix_batch
-from .data.training import TrainSet, digits, open_train_set
+from .baselines import get_method
+from .baselines.kernels import mixed_cross_entropy
+from .baselines.policies import KeyedPolicy, build_policy
+from .baselines.views import Indexed, SimpleViews
+from .data.training import TrainSet, digits, open_train_set, sample_key
 from .recipes import Recipe, TrainError, learning_rate, load_recipe, recipes
 from .zoo import write_card
 
@@ -111,13 +115,19 @@ class Trainer:
             src = (dataclasses.replace(src, files=src.files[:config.limit]) if hasattr(src, "files") else
                    ArraySource(src.images[:config.limit], src.labels[:config.limit], getattr(src, "classes", None)))
         self.num_classes = int(np.max(src.labels)) + 1 if not getattr(src, "classes", None) else len(src.classes)
-        base = TrainSet(src, recipe.transform, recipe.input_size, seed=config.seed)
+        self.method = get_method(recipe.method)
+        policy = (KeyedPolicy(build_policy(self.method.policy, recipe.method_args)) if self.method.policy else None)
+        base = TrainSet(src, recipe.transform, recipe.input_size, seed=config.seed, policy=policy)
         self.pre = pil_to_normalised(recipe.mean, recipe.std)
-        self.ds = AugMixDataset(base, self.pre, seed=config.seed, severity=recipe.severity, width=recipe.width,
-                                depth=recipe.depth, alpha=recipe.alpha, all_ops=recipe.all_ops, jsd=recipe.jsd,
-                                augmix=recipe.augmix, batched=self.batched)
+        if self.method.views == "simple":
+            self.batched = False  # crop/flip views are cheap per image; AugMix's device path does not apply
+            self.ds = SimpleViews(base, self.pre)
+        else:
+            self.ds = AugMixDataset(base, self.pre, seed=config.seed, severity=recipe.severity, width=recipe.width,
+                                    depth=recipe.depth, alpha=recipe.alpha, all_ops=recipe.all_ops, jsd=recipe.jsd,
+                                    augmix=recipe.augmix, batched=self.batched)
         self.sampler = _EpochSampler(len(self.ds), config.seed, self.rank, self.world)
-        self.loader = torch.utils.data.DataLoader(self.ds, batch_size=recipe.batch_size // self.world,
+        self.loader = torch.utils.data.DataLoader(Indexed(self.ds), batch_size=recipe.batch_size // self.world,
                                                   sampler=self.sampler, num_workers=config.workers,
                                                   pin_memory=self.device.type == "cuda")
         self.test_set = test_set if test_set is not None else self._default_test_set()
@@ -184,8 +194,10 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
 
     # ---------------------------------------------------------------- one epoch
-    def _views(self, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _views(self, batch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The batch's normalised views on the device, its labels, and its sample indices."""
         dev = self.device
+        *batch, idx = batch
         if self.batched:
             x, draws, y = batch
             views = augmix_batch(x.to(dev, non_blocking=True), draws, self.r.mean, self.r.std)
@@ -196,7 +208,36 @@ class Trainer:
             views = [v.to(dev, non_blocking=True) for v in (x if isinstance(x, (list, tuple)) else [x])]
         if self.cfg.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        return views, y.to(dev, non_blocking=True)
+        return views, y.to(dev, non_blocking=True), idx
+
+    def _batch_op(self, views: list[torch.Tensor], y: torch.Tensor, idx: torch.Tensor):
+        """The method's batch operation (:mod:`.baselines.kernels`, PGD): new views, and the Mixup/CutMix draw
+        that the loss needs (else None). Cutout's centres are keyed per image; a batch draw on
+        (seed, step, rank), the step being in the checkpoint, so a resumed run draws the same."""
+        from .baselines import adversarial, kernels
+
+        op, a = self.method.batch, self.r.method_args
+        if not op:
+            return views, None
+        x = views[0]
+        if op == "cutout":
+            rngs = [sample_key(self.cfg.seed, self.epoch, int(i), "cutout") for i in idx]
+            return [kernels.cutout(x, kernels.draw_cutout(rngs, x.shape[-2], x.shape[-1]), int(a["length"]))], None
+        key = key_hash("rba/v1/batch", op, self.cfg.seed, self.step, self.rank, digest_size=16)
+        if op == "mixup":
+            draw = kernels.draw_mixup(np.random.default_rng(key), len(x), float(a["alpha"]))
+            return [kernels.mixup(x, draw)], draw
+        if op == "cutmix":
+            draw = kernels.draw_cutmix(np.random.default_rng(key), len(x), x.shape[-2], x.shape[-1],
+                                       float(a["alpha"]), float(a["prob"]))
+            return [kernels.cutmix(x, draw)], draw
+        if op == "pgd":  # on the bare module: no DDP hooks fire for the attack's extra passes
+            g = torch.Generator().manual_seed(key & 0x7FFF_FFFF_FFFF_FFFF)
+            return [adversarial.pgd_linf(self.model, x, y, mean=self.r.mean, std=self.r.std,
+                                         epsilon=float(a["epsilon"]), step_size=float(a["step_size"]),
+                                         steps=int(a["steps"]), random_start=bool(a["random_start"]),
+                                         generator=g)], None
+        raise TrainError(f"method {self.method.name}: no batch operation {op!r}")
 
     def _train_epoch(self, advance) -> dict:
         r, dev = self.r, self.device
@@ -212,11 +253,13 @@ class Trainer:
             lr = learning_rate(r, self.step, steps)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            views, y = self._views(batch)
+            views, y, idx = self._views(batch)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=self.cfg.amp):
+                views, mix = self._batch_op(views, y, idx)
                 logits = self.net(torch.cat(views) if len(views) > 1 else views[0])
                 logits = logits.float()
-                loss = (jsd_loss(logits, y, r.jsd_lambda, splits=len(views)) if r.jsd else F.cross_entropy(logits, y))
+                loss = (jsd_loss(logits, y, r.jsd_lambda, splits=len(views)) if r.jsd else
+                        mixed_cross_entropy(logits, y, mix) if mix is not None else F.cross_entropy(logits, y))
             self.opt.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.opt)

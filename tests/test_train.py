@@ -35,8 +35,13 @@ def test_every_recipe_loads_and_builds(name):
     r = load_recipe(name)
     assert r.epochs > 0 and r.batch_size > 0 and r.lr > 0 and r.schedule in ("cosine", "step")
     assert len(r.mean) == len(r.std) == 3 and r.input_size in (32, 224)
-    assert not (r.jsd and not r.augmix)
+    from robustbench_augmix.baselines import get_method
     from robustbench_augmix.models import build
+
+    m = get_method(r.method)
+    assert (r.augmix, r.jsd) == (m.augmix, m.jsd)
+    assert not (r.jsd and m.views == "one")  # the JSD loss needs several views of each image
+    assert set(r.method_args) == set(m.args)
 
     if r.arch.startswith("cifar:"):
         build(r.arch, num_classes=10)

@@ -146,7 +146,7 @@ def test_cards_without_weights_name_a_recipe_that_reproduces_them(card):
     assert (r.input_size, list(r.mean), list(r.std)) == (card.preprocess["input_size"], list(card.preprocess["mean"]),
                                                          list(card.preprocess["std"]))
     assert card.recipe.get("id") == r.id and r.text in card.recipe["text"]
-    assert ("standard" in card.id) == (not r.augmix and not r.jsd)
+    assert card.id.replace(f"_{card.dataset}", "").endswith("_" + r.method.replace("-", "_"))
     if "densenet" in card.builder:  # the issue asks the card to say how the code's DenseNet differs from the paper
         assert "DenseNet-BC" in card.note and "no bottleneck" in card.note
     with pytest.raises(zoo.WeightsMissing, match=rf"rb-train --recipe {r.id} ") as e:
@@ -161,22 +161,45 @@ def test_every_recipe_card_exists():
 
     linked = {load_recipe(n).card: n for n in recipes() if load_recipe(n).card}
     assert set(linked) == {c.id for c in TRAINABLE}
-    # the paper's four networks on both datasets, AugMix and standard (AugMix Table 1)
-    assert len(linked) == 16
+    # AugMix Table 1: four networks x seven methods (Standard ... AugMix) x CIFAR-10/100
+    assert len(linked) == 56
 
 
-def test_standard_recipes_differ_from_augmix_only_in_the_augmentation():
+def test_grid_recipes_differ_from_augmix_only_in_the_method():
     import dataclasses
 
     from robustbench_augmix.train import load_recipe, recipes
 
-    pairs = [(n, n.replace("-standard", "-augmix")) for n in recipes() if n.endswith("-standard")
-             and n.startswith("cifar")]
-    assert len(pairs) == 8
-    for std_name, aug_name in pairs:
-        s, a = load_recipe(std_name), load_recipe(aug_name)
+    cells = [n for n in recipes() if n.startswith("cifar") and not n.endswith("-augmix")]
+    assert len(cells) == 8 * 8  # 8 (network, dataset) pairs x the 8 methods beside AugMix
+    for name in cells:
+        aug = "-".join(name.split("-")[:2]) + "-augmix"
+        s, a = load_recipe(name), load_recipe(aug)
         diff = {f.name for f in dataclasses.fields(s) if getattr(s, f.name) != getattr(a, f.name)}
-        assert diff == {"id", "augmix", "jsd", "card"} and not s.augmix and not s.jsd
+        assert diff <= {"id", "augmix", "jsd", "card", "method", "method_args"} and "method" in diff
+
+
+# The paper's Table 1 "Mean" rows (shared/reference/augmix.md 4.2), typed from the paper apart from the cells:
+# each column of the grid's cells must average to them (to the table's rounding).
+PAPER_MEANS = {
+    ("mean_corruption_error", "cifar10"): [29.0, 30.2, 23.5, 30.3, 26.0, 27.2],
+    ("mean_corruption_error", "cifar100"): [55.6, 56.1, 52.6, 55.5, 52.5, 55.2],
+    ("clean_error", "cifar10"): [5.4, 4.9, 4.9, 5.0, 5.0, 17.3],
+}
+
+
+@pytest.mark.parametrize("key", sorted(PAPER_MEANS), ids="-".join)
+def test_grid_cards_average_to_the_papers_mean_row(key):
+    metric, ds = key
+    cells = {c.id: c.reported[metric] for c in CARDS if c.dataset == ds and "#" in c.path}
+    methods = ["standard", "cutout", "mixup", "cutmix", "autoaugment", "adversarial"]
+    for j, m in enumerate(methods):
+        column = [v for k, v in cells.items() if k.endswith(f"_{m}_{ds}")]
+        assert len(column) == 4
+        assert sum(column) / 4 == pytest.approx(PAPER_MEANS[key][j], abs=0.051), m
+    # and a grid card through get_card by the path a result records
+    card = next(c for c in CARDS if "#" in c.path)
+    assert zoo.get_card(card.path) is card
 
 
 def test_the_authors_imagenet_checkpoint_format_loads_safely(tmp_path, monkeypatch):

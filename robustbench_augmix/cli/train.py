@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   rb-train --list
   rb-train --recipe cifar10-wrn40_2-augmix --out runs/wrn                    # CIFAR-10 found or downloaded
   rb-train --recipe cifar10-wrn40_2-augmix --out runs/wrn --resume            # continue after a stop
+  rb-train --recipe cifar10-wrn40_2-cutmix --out runs/wrn-cutmix            # one cell of the paper's Table 1
   rb-train --recipe cifar10-wrn40_2-augmix --no-jsd --out runs/wrn-nojsd      # the paper's ablation
   rb-train --recipe cifar10-wrn40_2-augmix --no-augmix --no-jsd --out runs/wrn-std   # the standard baseline
   rb-train --recipe cifar10-wrn40_2-augmix --device cuda --amp --channels-last --out runs/wrn --eval
@@ -26,7 +27,7 @@ then: rb-eval --model runs/wrn/card.toml --suite cifar10-c
 # Recipe fields settable from the command line, with their types.
 OVERRIDES = {"epochs": int, "batch_size": int, "lr": float, "lr_min": float, "weight_decay": float,
              "momentum": float, "severity": float, "width": int, "depth": int, "alpha": float,
-             "jsd_lambda": float, "arch": str, "schedule": str, "transform": str, "eval_suite": str}
+             "jsd_lambda": float, "arch": str, "schedule": str, "transform": str, "eval_suite": str, "method": str}
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -130,13 +130,17 @@ BASE_TRANSFORMS: dict[str, Callable[..., np.ndarray]] = {
 @dataclass
 class TrainSet:
     """A training split with its base transform: item ``i`` of epoch ``e`` is the keyed-random crop/flip
-    of image ``i`` as a uint8 (H, W, 3) array, with its label. ``set_epoch`` before each epoch."""
+    of image ``i`` as a uint8 (H, W, 3) array, with its label. ``set_epoch`` before each epoch.
+
+    ``policy``: a per-image augmentation applied after the crop/flip, called as ``policy(array, key)`` with
+    the image's own integer key (a :class:`~robustbench_augmix.baselines.policies.KeyedPolicy`)."""
 
     source: ArraySource | ImageFolderSource
     transform: str = "pad_crop_flip"
     size: int = 32
     seed: int = 0
     epoch: int = 0
+    policy: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.transform not in BASE_TRANSFORMS:
@@ -150,5 +154,13 @@ class TrainSet:
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        rng = sample_key(self.seed, self.epoch, i, "crop")
-        return BASE_TRANSFORMS[self.transform](_read(self.source, i), rng, self.size), int(self.labels[i])
+        return self.view(i), int(self.labels[i])
+
+    def view(self, i: int, stream: str = "crop") -> np.ndarray:
+        """Image ``i`` through the base transform (and the policy) with the draws of ``stream``: ``"crop"``
+        is the training image; other streams give independent draws of the same image (extra views)."""
+        a = BASE_TRANSFORMS[self.transform](_read(self.source, i), sample_key(self.seed, self.epoch, i, stream),
+                                            self.size)
+        if self.policy is not None:
+            a = self.policy(a, key_hash("rba/v1", "policy", stream, self.seed, self.epoch, i))
+        return a
