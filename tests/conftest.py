@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -87,4 +88,22 @@ def folder_root(tmp_path):
         for k in range(3):
             a = photo(ci * 3 + k, 80 + 10 * k)
             Image.fromarray(a).save(root / cls / f"img_{k}.JPEG", quality=95)
+    return root
+
+
+def write_cifar_train(root: Path, n: int = 64) -> Path:
+    """A CIFAR-10 training set of ``n`` noisy photographs in five batches, and a 20-image test batch, in
+    torchvision's python-pickle layout."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k in range(1, 6):
+        imgs = np.stack([photo((k + i) % 5, 32) for i in range(n // 5)])
+        imgs = np.clip(imgs.astype(int) + rng.integers(-20, 20, imgs.shape), 0, 255).astype(np.uint8)
+        with open(d / f"data_batch_{k}", "wb") as f:
+            pickle.dump({b"data": imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1),
+                         b"labels": [(i + k) % 10 for i in range(len(imgs))]}, f)
+    test = np.stack([photo(i % 5, 32) for i in range(20)])
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({b"data": test.transpose(0, 3, 1, 2).reshape(20, -1), b"labels": [i % 10 for i in range(20)]}, f)
     return root

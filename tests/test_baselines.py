@@ -6,6 +6,8 @@ is written."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -250,3 +252,48 @@ def test_every_grid_method_trains_and_resumes_bit_for_bit(tmp_path, method):
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), method
+
+
+# ---------------------------------------------------------------------------- the paper's layout
+def test_trained_grid_methods_land_in_the_papers_table_beside_its_numbers(tmp_path, capsys):
+    """rb-train runs of three cells of Table 1 (WRN-40-2 on a fabricated CIFAR-10, one epoch of 32 images),
+    rb-eval of each, then rb-leaderboard --layout paper: one row (WideResNet), one column per method, each
+    cell the measured error beside Table 1's number (26.9, 22.3, 11.2) and their difference."""
+    import re
+
+    from conftest import write_cifar_train
+
+    from robustbench_augmix.cli.eval import main as eval_main
+    from robustbench_augmix.cli.leaderboard import main as board_main
+    from robustbench_augmix.cli.train import main as train_main
+
+    data = write_cifar_train(tmp_path / "c")
+    files = []
+    for method in ("standard", "mixup", "augmix"):
+        run = tmp_path / f"wrn-{method}"
+        assert train_main(["--recipe", f"cifar10-wrn40_2-{method}", "--epochs", "1", "--batch-size", "16",
+                           "--limit", "32", "--data", str(data), "--out", str(run), "--no-progress",
+                           "--threads", "1"]) == 0
+        assert eval_main(["--model", str(run / "card.toml"), "--data", str(data), "--out", str(tmp_path / "res"),
+                          "--corruptions", "fog,contrast", "--severities", "3", "--no-progress", "--bootstrap", "0",
+                          "--limit", "20"]) == 0
+        files += sorted((tmp_path / "res").glob(f"wrn-{method}*.json"))
+    assert len(files) == 3
+    capsys.readouterr()
+    assert board_main([*map(str, files), "--allow-mixed", "--layout", "paper", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if line.startswith("|  |"))
+    assert [c.strip() for c in head.strip("|").split("|")][1:] == ["Standard", "Mixup", "AugMix"]
+    row = next(line for line in out.splitlines() if line.startswith("| WideResNet"))
+    docs = [json.loads(f.read_text()) for f in files]
+    measured = [100 * d["aggregates"]["mean_corruption_error"] for d in docs]
+    cells = re.findall(r"([\d.]+) \(([\d.]+), ([+-][\d.]+)\)", row)
+    assert [float(r) for _, r, _ in cells] == [26.9, 22.3, 11.2]
+    for (m, r, d), want in zip(cells, measured, strict=True):
+        assert float(m) == pytest.approx(want, abs=0.006) and float(d) == pytest.approx(want - float(r), abs=0.011)
+    assert board_main([*map(str, files), "--allow-mixed", "--layout", "paper", "--format", "latex"]) == 0
+    assert r"\begin{tabular}" in capsys.readouterr().out
+    html = tmp_path / "r.html"
+    assert board_main([*map(str, files), "--allow-mixed", "--layout", "paper", "--format", "html", "--out",
+                       str(html)]) == 0
+    assert "the layout of AugMix Table 1" in html.read_text()

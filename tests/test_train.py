@@ -4,7 +4,6 @@ kill-and-resume equal to an uninterrupted run, torchrun with 2 gloo processes, a
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import photo
+from conftest import write_cifar_train
 
 from robustbench_augmix.data.sources import ArraySource
 from robustbench_augmix.data.training import digits
@@ -136,25 +135,9 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, recipe):
         Trainer(load_recipe(recipe, epochs=4), _cfg(tmp_path / "part", resume=True), train_set=_tiny())
 
 
-def _write_cifar_train(root: Path, n: int = 64) -> Path:
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for k in range(1, 6):
-        imgs = np.stack([photo((k + i) % 5, 32) for i in range(n // 5)])
-        imgs = np.clip(imgs.astype(int) + rng.integers(-20, 20, imgs.shape), 0, 255).astype(np.uint8)
-        with open(d / f"data_batch_{k}", "wb") as f:
-            pickle.dump({b"data": imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1),
-                         b"labels": [(i + k) % 10 for i in range(len(imgs))]}, f)
-    test = np.stack([photo(i % 5, 32) for i in range(20)])
-    with open(d / "test_batch", "wb") as f:
-        pickle.dump({b"data": test.transpose(0, 3, 1, 2).reshape(20, -1), b"labels": [i % 10 for i in range(20)]}, f)
-    return root
-
-
 def test_kill_and_resume_with_the_cli(tmp_path):
     """SIGKILL in the middle of a run, then --resume: the weights equal an uninterrupted run's."""
-    data = _write_cifar_train(tmp_path / "c")
+    data = write_cifar_train(tmp_path / "c")
     args = [sys.executable, "-m", "robustbench_augmix.cli.train", "--recipe", "cifar10-wrn40_2-augmix", "--arch",
             "cifar:smallcnn", "--epochs", "4", "--batch-size", "16", "--data", str(data), "--no-progress",
             "--threads", "1"]
@@ -181,7 +164,7 @@ def test_exported_card_evaluates_with_rb_eval(tmp_path):
     from robustbench_augmix.cli.train import main as train_main
     from robustbench_augmix.zoo import get_card, load_model
 
-    data = _write_cifar_train(tmp_path / "c")
+    data = write_cifar_train(tmp_path / "c")
     out = tmp_path / "runs" / "tiny-wrn"
     assert train_main(["--recipe", "cifar10-wrn40_2-augmix", "--arch", "cifar:smallcnn", "--epochs", "1",
                        "--batch-size", "32", "--data", str(data), "--out", str(out), "--no-progress"]) == 0

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   rb-leaderboard results/*.json
   rb-leaderboard results/*.json --format markdown --per-corruption
   rb-leaderboard results/*.json --reported                              # + the zoo's papers' numbers
+  rb-leaderboard results/*.json --layout paper                          # AugMix Table 1 (CIFAR) / Table 2 (ImageNet)
   rb-leaderboard results/*.json --format csv > board.csv
   rb-leaderboard results/*.json --format html --out report.html       # one offline file, plots embedded
   rb-leaderboard results/*.json --plots report/                         # PNG plots into report/
@@ -23,6 +24,10 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", help="result JSON files written by rb-eval")
     ap.add_argument("--format", choices=["terminal", "markdown", "csv", "latex", "html"], default="terminal")
+    ap.add_argument("--layout", choices=["board", "paper"], default="board",
+                    help="board: one row per result, ranked; paper: the AugMix paper's layout (CIFAR: networks x "
+                         "training methods, each cell measured (reported, delta), a mean row; ImageNet-C: methods x "
+                         "corruptions with clean error and mCE)")
     ap.add_argument("--per-corruption", action="store_true", help="the paper-style table: one column per corruption")
     ap.add_argument("--wide", action="store_true",
                     help="terminal format: every column, however narrow the terminal (default: below 110 columns "
@@ -58,6 +63,8 @@ def main(argv=None) -> int:
 def _write(args, board, docs, err) -> int:
     from ..report import to_csv, to_latex, to_markdown, to_rich
 
+    if args.layout == "paper":
+        return _write_paper(args, board, docs, err)
     plots = None
     if args.plots:
         from ..report.html import ordered
@@ -76,6 +83,38 @@ def _write(args, board, docs, err) -> int:
         return 0
     text = {"markdown": lambda: to_markdown(board, args.per_corruption), "csv": lambda: to_csv(board),
             "latex": lambda: to_latex(board)}[args.format]()
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+def _write_paper(args, board, docs, err) -> int:
+    import csv
+    import io
+
+    from ..report import paper
+
+    table = paper.paper_table(board, docs)
+    if args.format == "html":
+        from ..report.html import write_html
+
+        err.print(f"wrote {write_html(board, docs, args.out, None, args.title, [paper.table_section(table)])}")
+        return 0
+    if args.format == "terminal":
+        console = Console(file=open(args.out, "w") if args.out else None)
+        console.print(paper.table_to_rich(table))
+        return 0
+    if args.format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["row", "column", "measured", "reported", "n"])
+        for (r, c), (m, p, n) in table.cells.items():
+            w.writerow([r, c, m, p, n])
+        text = buf.getvalue().rstrip("\n")
+    else:
+        text = {"markdown": paper.table_to_markdown, "latex": paper.table_to_latex}[args.format](table)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:
