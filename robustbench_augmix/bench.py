@@ -304,3 +304,108 @@ def bench_train(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128, d
             "speedup": t["per_image"] * 1e3 / batched_ms,
             "aug_share_of_step": t["device"] / (t["device"] + t["step"]),
             "aug_share_of_step_with_host": (t["host"] + t["device"]) / (t["host"] + t["device"] + t["step"])}
+
+
+def bench_methods(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128, device: str = "cpu",
+                  methods=None, min_time: float = 1.0, log=print) -> dict:
+    """Each training method's augmentation cost per image beside the training step it feeds, as rb-train
+    runs them on ``device`` (AugMix: the per-image Pillow path on the CPU, the batched path elsewhere).
+
+    The cost counted for a method is what it adds to the standard data path (keyed crop/flip, then
+    normalisation, timed apart as ``base``): its per-image policy, its extra views, or its batch operation
+    (Cutout, Mixup, CutMix on the normalised batch; PGD's attack passes). Its step is the one it trains
+    with: cross-entropy on one view, or the JSD loss on three. ``share`` is cost / (cost + step);
+    ``step_multiple`` is (cost + step) / the standard step. For PGD that is below steps + 1, since an
+    attack pass takes gradients for the input only (no weight gradients, no optimiser step).
+    """
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from .augmix import AugMixDataset, jsd_loss
+    from .augmix.batched import augmix_batch
+    from .baselines import METHODS, adversarial, kernels
+    from .baselines.policies import KeyedPolicy, build_policy
+    from .data.sources import ArraySource
+    from .data.training import TrainSet, sample_key
+    from .models import build
+    from .train import pil_to_normalised
+
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    mean = std = (0.5, 0.5, 0.5)
+    src = ArraySource(_photos(size, batch), np.arange(batch) % 10)
+    transform = "pad_crop_flip" if size <= 64 else "resized_crop_flip"
+    base = TrainSet(src, transform, size)
+    pre = pil_to_normalised(mean, std)
+    crops = [base.view(i) for i in range(batch)]
+    collate = torch.utils.data.default_collate
+    x = collate([pre(Image.fromarray(a)) for a in crops]).to(dev)
+    y = torch.as_tensor(src.labels).to(dev)
+    model = build(arch, num_classes=10).to(dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+
+    def step(views, mix=None):
+        logits = model(torch.cat(views) if len(views) > 1 else views[0]).float()
+        loss = (jsd_loss(logits, y, splits=len(views)) if len(views) > 1 else
+                kernels.mixed_cross_entropy(logits, y, mix) if mix is not None else F.cross_entropy(logits, y))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync()
+
+    def timed(fn) -> float:
+        return _timeit(fn, min_time, min_calls=1, max_calls=50) / batch * 1e3
+
+    t_base = timed(lambda: collate([pre(Image.fromarray(base.view(i))) for i in range(batch)]))
+    x3 = [x, x.clone(), x.clone()]
+    t_step1, t_step3 = timed(lambda: step([x])), timed(lambda: step(x3))
+    log({"method": "base", "cost_ms": t_base, "step_ms": t_step1})
+    rng = np.random.default_rng(0)
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for name in methods or list(METHODS):
+        m = METHODS[name]
+        args = m.resolved_args("cifar10")
+        step_ms = t_step3 if m.jsd else t_step1  # JSD: three views through the network; else one
+        if m.policy:
+            keyed = KeyedPolicy(build_policy(m.policy, args))
+            cost = timed(lambda keyed=keyed: [keyed(a, i) for i, a in enumerate(crops)])
+        elif m.views == "augmix":
+            if dev.type == "cpu":
+                ds = AugMixDataset(base, pre, seed=0, severity=3, jsd=m.jsd)
+                cost = timed(lambda ds=ds: collate([ds[i] for i in range(batch)])) - t_base
+            else:
+                ds = AugMixDataset(base, seed=0, severity=3, jsd=m.jsd, batched=True)
+
+                def device_augmix(ds=ds):
+                    h = collate([ds[i] for i in range(batch)])
+                    augmix_batch(h[0].to(dev), h[1], mean, std)
+                    sync()
+                cost = timed(device_augmix)
+        elif m.views == "simple":
+            cost = timed(lambda: [pre(Image.fromarray(base.view(i, f"crop/{k}"))) for i in range(batch)
+                                  for k in (1, 2)])
+        elif m.batch == "cutout":
+            def cutout(a=args):
+                rngs = [sample_key(0, 0, i, "cutout") for i in range(batch)]
+                kernels.cutout(x, kernels.draw_cutout(rngs, size, size), int(a["length"]))
+                sync()
+            cost = timed(cutout)
+        elif m.batch == "mixup":
+            cost = timed(lambda a=args: (kernels.mixup(x, kernels.draw_mixup(rng, batch, float(a["alpha"]))), sync()))
+        elif m.batch == "cutmix":
+            cost = timed(lambda a=args: (kernels.cutmix(
+                x, kernels.draw_cutmix(rng, batch, size, size, float(a["alpha"]), 1.0)), sync()))
+        elif m.batch == "pgd":
+            cost = timed(lambda a=args: (adversarial.pgd_linf(
+                model, x, y, mean=mean, std=std, epsilon=float(a["epsilon"]), step_size=float(a["step_size"]),
+                steps=int(a["steps"]), generator=gen), sync()))
+        else:
+            cost = 0.0
+        row = {"method": name, "cost_ms": max(cost, 0.0), "step_ms": step_ms,
+               "share": max(cost, 0.0) / (max(cost, 0.0) + step_ms),
+               "step_multiple": (max(cost, 0.0) + step_ms) / t_step1}
+        log(row)
+        rows.append(row)
+    return {"arch": arch, "size": size, "batch": batch, "device": device, "threads": torch.get_num_threads(),
+            "base_ms": t_base, "step_ms": t_step1, "jsd_step_ms": t_step3, "rows": rows}

@@ -1,10 +1,12 @@
 """The offline demo: the whole toolkit on data that ships inside a dependency.
 
-1. Train the demo CNN on scikit-learn's handwritten digits (upsampled to 32 px) twice: standard training
-   (``digits-smallcnn-standard``) and AugMix + JSD (``digits-smallcnn-augmix``), with ``rb-train``'s loop.
+1. Train the demo CNN on scikit-learn's handwritten digits (upsampled to 32 px) once per training method:
+   by default standard training, Mixup and AugMix + JSD (``digits-smallcnn-<method>``), with ``rb-train``'s
+   loop; ``methods`` may name any of the digits recipes (``ALL_METHODS``).
 2. Write the digits test split as a CIFAR-10 test batch and generate a corrupted copy of it with the
    CIFAR-10-C tables in the official layout (``rb-corrupt``'s generator).
-3. Evaluate both models on it from the files (``rb-eval --source official``) and compare them.
+3. Evaluate every model on it from the files (``rb-eval --source official``) and compare them, also in the
+   layout of the AugMix paper's Table 1 (rows networks, columns methods).
 
 Nothing is downloaded; the frost textures come from the installed reference package (the ``frost`` extra).
 """
@@ -18,7 +20,18 @@ from pathlib import Path
 
 from .data.training import digits
 
-VARIANTS = ("standard", "augmix")
+# The default comparison: the baseline, one mixing method (the paper's strongest baseline on CIFAR-10-C,
+# Table 1) and AugMix; a few CPU minutes in all.
+METHODS = ("standard", "mixup", "augmix")
+
+
+def all_methods() -> list[str]:
+    """Every method with a digits recipe (recipes.toml's digits grid), in the method table's order."""
+    from .baselines import METHODS as TABLE
+    from .recipes import recipes
+
+    have = {n.removeprefix("digits-smallcnn-") for n in recipes() if n.startswith("digits-smallcnn-")}
+    return [m for m in TABLE if m in have]
 
 
 @dataclass
@@ -33,6 +46,7 @@ class DemoConfig:
     threads: int | None = None
     batched: bool | None = None
     progress: bool = True
+    methods: Sequence[str] = METHODS
 
 
 def write_test_split(root: Path, limit: int | None = None) -> Path:
@@ -55,6 +69,12 @@ def run(cfg: DemoConfig, console=None) -> dict:
     from .train import TrainConfig, Trainer, load_recipe
 
     say = console.print if console is not None else (lambda *a, **k: None)
+    valid = all_methods()
+    bad = [m for m in cfg.methods if m not in valid]
+    if bad or not cfg.methods:
+        from ._common import InputError
+
+        raise InputError(f"no digits recipe for method(s) {bad or '(none given)'}; valid: {', '.join(valid)}, or all")
     out = Path(cfg.out).expanduser()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -68,9 +88,9 @@ def run(cfg: DemoConfig, console=None) -> dict:
                 severities=tuple(cfg.severities), seed=0)
     Generator(plan).run()
 
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[dict]] = {v: [] for v in cfg.methods}
     for seed in cfg.seeds:
-        for variant in VARIANTS:
+        for variant in cfg.methods:
             recipe = load_recipe(f"digits-smallcnn-{variant}", epochs=cfg.epochs)
             run_dir = out / "runs" / f"{variant}-seed{seed}"
             say(f"[bold]2/3[/] training {variant} (seed {seed}): {recipe.text}")
@@ -97,7 +117,10 @@ def run(cfg: DemoConfig, console=None) -> dict:
                            n_boot=200, extra_provenance={"data": "scikit-learn digits (test split), 32 px"})
             results[variant].append(res.data)
     report = write_report(out, results)
-    return {"results": results, "report": report}
+    from .report import paper
+
+    return {"results": results, "report": report,
+            "grid": paper.table_to_rich(paper.paper_table(*_board(out, results)[::-1]))}
 
 
 def summary(results: dict[str, list[dict]]) -> list[dict]:
@@ -131,11 +154,17 @@ def _pm(v: tuple) -> str:
     return f"{m:.2f}" + (f" ± {s:.2f}" if s is not None else "")
 
 
+def _versus(rows: list[dict]) -> str:
+    from .baselines import get_method
+
+    return " vs ".join(get_method(r["variant"]).label for r in rows)
+
+
 def table(rows: list[dict]):
     from rich.table import Table
 
     n = rows[0]["seeds"] if rows else 0
-    t = Table(title=f"rb-demo: digits, standard vs AugMix + JSD ({n} seed{'s' if n != 1 else ''}; errors in %, "
+    t = Table(title=f"rb-demo: digits, {_versus(rows)} ({n} seed{'s' if n != 1 else ''}; errors in %, "
                     "lower is better" + ("; mean ± sd" if n > 1 else "") + ")")
     for h in ("training", "clean error", "mean corruption error", "RMS calib. (corrupted)", "worst corruptions"):
         t.add_column(h, justify="left" if h in ("training", "worst corruptions") else "right")
@@ -145,12 +174,21 @@ def table(rows: list[dict]):
     return t
 
 
+def _board(out: Path, results: dict[str, list[dict]]):
+    """The result documents (with their file paths) and the leaderboard of every run."""
+    from .report import leaderboard
+
+    docs = [dict(d, _path=str(out / "results" / f"{d['model']['id'].split('digits-smallcnn-')[-1]}.json"))
+            for v in results.values() for d in v]
+    return docs, leaderboard(docs, allow_mixed=True)
+
+
 def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
     """``report.md``: the comparison over seeds, the per-corruption table and the leaderboard of every run."""
-    from .report import leaderboard, to_markdown
+    from .report import to_markdown
 
     rows = summary(results)
-    lines = ["# rb-demo report", "", "Small CNN on scikit-learn's digits (32 px), standard training vs AugMix + JSD; "
+    lines = ["# rb-demo report", "", f"Small CNN on scikit-learn's digits (32 px), {_versus(rows)}; "
              "corrupted test split generated with the CIFAR-10-C tables. Errors in %, lower is better.", "",
              "| training | seeds | clean error | mean corruption error | RMS calib. error (corrupted) |",
              "|---|---:|---:|---:|---:|"]
@@ -162,9 +200,11 @@ def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
               "|---|" + "---:|" * len(corr)]
     for r in rows:
         lines.append(f"| {r['variant']} | " + " | ".join(f"{r['per_corruption'][c]:.1f}" for c in corr) + " |")
-    docs = [dict(d, _path=str(out / "results" / f"{d['model']['id'].split('digits-smallcnn-')[-1]}.json"))
-            for v in results.values() for d in v]
-    board = leaderboard(docs, allow_mixed=True)
+    docs, board = _board(out, results)
+    from .report import paper
+
+    grid = paper.paper_table(board, docs)
+    lines += ["", "## In the layout of the AugMix paper's Table 1", "", paper.table_to_markdown(grid)]
     lines += ["", "## Every run", "", to_markdown(board), "",
               "Plots: `plots/*.png`; everything in one offline page: `report.html`."]
     path = out / "report.md"
@@ -173,20 +213,20 @@ def write_report(out: Path, results: dict[str, list[dict]]) -> Path:
     from .report.plots import write_plots
 
     n = rows[0]["seeds"] if rows else 0
-    comparison = ("Standard vs AugMix + JSD", f"Over {n} training seed{'s' if n != 1 else ''}: mean"
+    comparison = (_versus(rows), f"Over {n} training seed{'s' if n != 1 else ''}: mean"
                   + (" ± standard deviation across seeds" if n > 1 else " (one seed: no spread)") + "; errors in %.",
                   ["training", "seeds", "clean error", "mean corruption error", "RMS calib. error (corrupted)"],
                   [[r["variant"], str(r["seeds"]), _pm(r["clean_error"]), _pm(r["mean_corruption_error"]),
                     _pm(r["rms_calibration_error"])] for r in rows])
     write_html(board, docs, out / "report.html", write_plots(ordered(board, docs), out / "plots"),
-               title="rb-demo: standard vs AugMix + JSD on corrupted digits", sections=[comparison])
+               title=f"rb-demo: {_versus(rows)} on corrupted digits", sections=[comparison, paper.table_section(grid)])
     return path
 
 
-def deltas(results: dict[str, list[dict]]) -> dict[str, list[float]]:
-    """Per seed, AugMix minus standard, in points: clean error, mean corruption error, RMS calibration."""
+def deltas(results: dict[str, list[dict]], method: str = "augmix", base: str = "standard") -> dict[str, list[float]]:
+    """Per seed, ``method`` minus ``base``, in points: clean error, mean corruption error, RMS calibration."""
     out: dict[str, list[float]] = {}
     for k in ("clean_error", "mean_corruption_error", "rms_calibration_error"):
-        out[k] = [100 * (a["aggregates"][k] - s["aggregates"][k]) for s, a in zip(results["standard"],
-                                                                                    results["augmix"], strict=True)]
+        out[k] = [100 * (a["aggregates"][k] - s["aggregates"][k]) for s, a in zip(results[base],
+                                                                                    results[method], strict=True)]
     return out

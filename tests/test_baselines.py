@@ -297,3 +297,22 @@ def test_trained_grid_methods_land_in_the_papers_table_beside_its_numbers(tmp_pa
     assert board_main([*map(str, files), "--allow-mixed", "--layout", "paper", "--format", "html", "--out",
                        str(html)]) == 0
     assert "the layout of AugMix Table 1" in html.read_text()
+
+
+def test_rb_bench_methods_times_every_method(tmp_path, capsys):
+    """The table has a row per method with its cost, its step (three views for the JSD methods) and the
+    share; timings themselves are benchmark figures (docs/performance.md), not asserted here."""
+    from robustbench_augmix.cli.bench import main as bench_main
+
+    out = tmp_path / "m.json"
+    assert bench_main(["methods", "--model", "cifar:smallcnn", "--sizes", "32", "--batch", "8", "--min-time", "0.01",
+                       "--markdown", "--json", str(out), "--threads", "1"]) == 0
+    res = json.loads(out.read_text())
+    assert [r["method"] for r in res["rows"]] == list(METHODS)
+    for r in res["rows"]:
+        m = METHODS[r["method"]]
+        assert r["step_ms"] == (res["jsd_step_ms"] if m.jsd else res["step_ms"])
+        assert r["share"] == pytest.approx(r["cost_ms"] / (r["cost_ms"] + r["step_ms"]))
+    assert "| adversarial |" in capsys.readouterr().out
+    assert bench_main(["methods", "--methods", "mixup,cutmx"]) == 2
+    assert "did you mean cutmix" in capsys.readouterr().err

@@ -204,10 +204,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "cifar10-wrn40_2-augmix" in capsys.readouterr().out
 
 
-def test_torchrun_two_processes(tmp_path):
+@pytest.mark.parametrize("recipe,port", [("digits-smallcnn-augmix", 29517), ("digits-smallcnn-cutmix", 29518),
+                                         ("digits-smallcnn-adversarial", 29519)])
+def test_torchrun_two_processes(tmp_path, recipe, port):
+    """AugMix, a batch-mixing method (draws per rank) and PGD (extra passes through the bare module, outside
+    DDP's hooks) under torchrun with 2 gloo processes."""
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "robustbench_augmix.cli.train", "--recipe", "digits-smallcnn-augmix", "--epochs", "2", "--limit",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+           "-m", "robustbench_augmix.cli.train", "--recipe", recipe, "--epochs", "2", "--limit",
            "96", "--out", str(out), "--no-progress", "--threads", "1"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -198,6 +198,47 @@ def _main_train(args, err: Console) -> int:
     return _emit(args, res, _train_table(res, args.markdown))
 
 
+def _methods_table(res: dict, md: bool):
+    head = ["method", "aug. ms / image", "step ms / image", "aug. share", "x standard step"]
+    rows = [("standard data path (crop/flip, normalise)", f"{res['base_ms']:.3f}", f"{res['step_ms']:.3f}", "-",
+             "1.00")]
+    rows += [(r["method"], f"{r['cost_ms']:.3f}", f"{r['step_ms']:.3f}", f"{100 * r['share']:.1f}%",
+              f"{r['step_multiple']:.2f}") for r in res["rows"]]
+    title = (f"Training methods on {res['arch']}, {res['size']} px, batch {res['batch']}, {res['device']}, "
+             f"{res['threads']} threads")
+    foot = ("aug.: what the method adds to the standard data path (policy, extra views or batch operation; PGD: "
+            "its attack passes); step: forward, loss, backward and SGD on the views it trains with; share: aug. / "
+            "(aug. + step)")
+    if md:
+        out = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows] + ["", foot])
+    t = Table(title=escape(title), caption=escape(foot))
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+    for r in rows:
+        t.add_row(*map(escape, r))
+    return t
+
+
+def _main_methods(args, err: Console) -> int:
+    from .._common import RBAError
+    from ..baselines import get_method
+    from ..bench import bench_methods
+
+    try:
+        names = args.methods.split(",") if args.methods else None
+        for n in names or ():
+            get_method(n)
+        res = bench_methods(arch=args.model, size=int(args.sizes.split(",")[-1]), batch=args.batch or 128,
+                            device=args.device, methods=names, min_time=args.min_time,
+                            log=lambda r: err.print(f"[dim]{r['method']}: aug. {r['cost_ms']:.3f} ms, "
+                                                    f"step {r['step_ms']:.3f} ms per image[/]"))
+    except RBAError as e:
+        err.print(f"[red]rb-bench:[/] {e}")
+        return 2
+    return _emit(args, res, _methods_table(res, args.markdown))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__,
                                  epilog="examples:\n  rb-bench corruptions --sizes 224,32\n"
@@ -205,9 +246,10 @@ def main(argv=None) -> int:
                                         "  rb-bench eval --model torchvision:resnet50 --suite imagenet-c "
                                         "--device cuda\n"
                                         "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp\n"
+                                        "  rb-bench methods --model cifar:wrn40_2 --sizes 32\n"
                                         "  rb-bench startup --runs 5",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["corruptions", "eval", "train", "contention", "startup"], nargs="?",
+    ap.add_argument("what", choices=["corruptions", "eval", "train", "methods", "contention", "startup"], nargs="?",
                     default="corruptions")
     ap.add_argument("--runs", type=int, default=5, help="startup: fresh interpreters per command")
     ap.add_argument("--busy", type=int, help="contention: busy processes to start (default: one per available core)")
@@ -220,6 +262,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--corruptions", default=None, help="comma-separated subset")
+    ap.add_argument("--methods", default=None, help="methods: comma-separated subset of the training methods")
     ap.add_argument("--io", choices=("uint8", "float"), default="uint8",
                     help="corruptions: time ours uint8 in/out like the reference and rb-corrupt (default), "
                          "or float [0, 1] in/out as on a model's device")
@@ -246,6 +289,8 @@ def main(argv=None) -> int:
         return _main_eval(args, err)
     if args.what == "train":
         return _main_train(args, err)
+    if args.what == "methods":
+        return _main_methods(args, err)
     if args.what == "startup":
         from ..bench import bench_startup
 

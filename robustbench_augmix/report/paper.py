@@ -104,7 +104,8 @@ def paper_table(board: Board, docs: Sequence[dict]) -> PaperTable:
                          "(train it with rb-train, or evaluate a zoo card of the grid)")
             continue
         placed.setdefault((arch, method), []).append(r)
-        if card is not None and card.weights.get("path") and "reproduces" not in card.reported:
+        # a trained card whose recipe has a paper number but did not carry it: the recipe was changed
+        if card is not None and card.recipe.get("card") and "reproduces" not in card.reported:
             changed.append(r["model"])
     if changed:
         notes.append(f"{', '.join(sorted(set(changed)))}: trained with a changed recipe or a --limit (its card.toml "
