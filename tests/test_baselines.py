@@ -316,3 +316,24 @@ def test_rb_bench_methods_times_every_method(tmp_path, capsys):
     assert "| adversarial |" in capsys.readouterr().out
     assert bench_main(["methods", "--methods", "mixup,cutmx"]) == 2
     assert "did you mean cutmix" in capsys.readouterr().err
+
+
+def test_imagenet_results_take_table2s_layout_with_its_row_beside_them():
+    """An ImageNet-C result of the MaxBlur card: one row, the clean error, 15 CEs and the mCE, each beside
+    Table 2's 'MaxBlur pool' row (clean 23.0, Gaussian noise 73, ..., mCE 73.4)."""
+    from robustbench_augmix.corruptions import load_suite
+    from robustbench_augmix.report import Board
+    from robustbench_augmix.report.paper import paper_table, table_to_markdown
+
+    names = load_suite("imagenet-c").names()
+    row = {"model": "resnet50_maxblur", "source": "measured", "file": "r.json", "clean_error": 23.5, "mce": 74.0,
+           "mean_corruption_error": 55.0, "per_corruption": {c: 70.0 + i for i, c in enumerate(names)}}
+    doc = {"_path": "r.json", "suite": {"id": "imagenet-c"}, "model": {"id": "resnet50_maxblur",
+                                                                      "card": "resnet50_maxblur"}}
+    t = paper_table(Board(protocol="p", rows=[row], corruptions=names), [doc])
+    assert t.rows == ["resnet50_maxblur"] and t.columns == ["clean err", *names, "mCE"] and not t.mean_row
+    assert t.cells[("resnet50_maxblur", "clean err")] == (23.5, 23.0, 1)
+    assert t.cells[("resnet50_maxblur", "gaussian_noise")] == (70.0, 73, 1)
+    assert t.cells[("resnet50_maxblur", "jpeg_compression")] == (84.0, 71, 1)
+    assert t.cells[("resnet50_maxblur", "mCE")] == (74.0, 73.4, 1)
+    assert "| resnet50_maxblur | 23.50 (23, +0.50) | 70.00 (73, -3.00)" in table_to_markdown(t)

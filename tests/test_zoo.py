@@ -221,3 +221,59 @@ def test_the_authors_imagenet_checkpoint_format_loads_safely(tmp_path, monkeypat
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values(), strict=True))
     assert info["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert card.reported["mce"] == 65.3 and card.reported["clean_error"] == 22.47
+
+
+TABLE2 = [c for c in CARDS if "paper_ce" in c.reported]
+
+
+@pytest.mark.parametrize("card", TABLE2, ids=lambda c: c.id)
+def test_table2_rows_average_to_their_mce(card):
+    """A card's Table 2 row (15 CEs) averages to the row's mCE to the table's rounding (the paper rounds each
+    CE to a whole number: at most 0.5 off each, 0.3 in the reference's check)."""
+    from robustbench_augmix.corruptions import load_suite
+
+    rep = card.reported
+    ce = rep["paper_ce"]
+    assert sorted(ce) == sorted(load_suite("imagenet-c").names())
+    mce = rep.get("paper_mce", rep.get("mce"))
+    assert sum(ce.values()) / 15 == pytest.approx(mce, abs=0.31)
+
+
+def test_the_antialiased_resnet50_has_the_releases_layout_and_blur():
+    """The module names of adobe/antialiased-cnns' resnet.py (so its state dicts load strictly), and the blur
+    against a hand computation: [1, 2, 1] outer itself over 16, reflect padding, stride 2."""
+    import numpy as np
+
+    from robustbench_augmix.models.antialiased import BlurPool
+
+    m = build("antialiased:resnet50", num_classes=1000, filter_size=3)
+    keys = set(m.state_dict())
+    for k in ("maxpool.1.filt", "layer1.0.downsample.0.weight", "layer2.0.conv3.0.filt", "layer2.0.conv3.1.weight",
+              "layer2.0.downsample.0.filt", "layer2.0.downsample.1.weight", "layer2.0.downsample.2.running_mean",
+              "layer4.0.conv3.0.filt", "fc.weight"):
+        assert k in keys, k
+    assert m.layer2[0].conv2.stride == (1, 1) and m.state_dict()["layer3.0.conv3.0.filt"].shape == (256, 1, 3, 3)
+    with torch.no_grad():
+        assert m.eval()(torch.rand(1, 3, 224, 224)).shape == (1, 1000)
+    x = np.arange(2 * 5 * 6, dtype=np.float64).reshape(1, 2, 5, 6) ** 1.5
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    k = np.outer([1, 2, 1], [1, 2, 1]) / 16
+    want = np.zeros((1, 2, 3, 3))
+    for c in range(2):
+        for i in range(3):
+            for j in range(3):
+                want[0, c, i, j] = (xp[0, c, 2 * i:2 * i + 3, 2 * j:2 * j + 3] * k).sum()
+    got = BlurPool(2, 3, 2).double()(torch.from_numpy(x))
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)
+
+
+def test_a_checkpoint_in_the_antialiased_release_format_loads_safely(tmp_path):
+    """The release's files are a dict with the state dict under 'state_dict' (resnet.py loads
+    ``load_url(...)['state_dict']``): read with weights_only=True into the card's network."""
+    card = zoo.get_card("resnet50_maxblur")
+    net = build(card.builder, num_classes=1000, **dict(card.builder_args))
+    ckpt = tmp_path / "resnet50_lpf3.pth"
+    torch.save({"state_dict": net.state_dict()}, ckpt)
+    model, pre, info = zoo.load_model(card, weights=ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values(), strict=True))
+    assert pre.mean == (0.485, 0.456, 0.406) and card.weights["sha256_prefix"] in card.weights["url"]

@@ -1,8 +1,9 @@
 """Building models from a builder string, a user's factory file, or a checkpoint, and loading weights safely.
 
 Builders: ``timm:<name>`` (any timm architecture), ``torchvision:<name>`` (any torchvision classification
-model). Checkpoints are read with ``torch.load(weights_only=True)`` or from safetensors; a checkpoint
-that needs full pickle is refused unless the caller trusts it.
+model), ``cifar:<name>`` (the AugMix paper's CIFAR networks), ``antialiased:resnet50`` (Zhang 2019).
+Checkpoints are read with ``torch.load(weights_only=True)`` or from safetensors; a checkpoint that needs
+full pickle is refused unless the caller trusts it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ def build(builder: str, num_classes: int | None = None, **kwargs) -> torch.nn.Mo
         if name not in BUILDERS:
             raise ModelError(f"no CIFAR architecture {name!r}; available: {', '.join(sorted(BUILDERS))}")
         return BUILDERS[name](**kwargs)
-    raise ModelError(f"unknown builder {builder!r}; use timm:<name>, torchvision:<name> or cifar:<name>")
+    if kind == "antialiased":
+        from . import antialiased
+
+        if name != "resnet50":
+            raise ModelError(f"no anti-aliased architecture {name!r}; available: resnet50")
+        return antialiased.resnet50(**kwargs)
+    raise ModelError(f"unknown builder {builder!r}; use timm:<name>, torchvision:<name>, cifar:<name> or "
+                     "antialiased:resnet50")
 
 
 def load_factory(spec: str):

@@ -144,8 +144,9 @@ def _table2(placed: list[tuple[dict, object, str | None]], suite) -> PaperTable:
         rep = {} if card is None else card.reported
         for col, key in (("clean err", "clean_error"), ("mCE", "mce")):
             cells[(row, col)] = (r[key], rep.get(f"paper_{key}", rep.get(key)), 1)
+        paper_ce = rep.get("paper_ce", {})  # Table 2's row, per corruption
         for c in corr:
-            cells[(row, c)] = (r["per_corruption"].get(c), None, 1)
+            cells[(row, c)] = (r["per_corruption"].get(c), paper_ce.get(c), 1)
     return PaperTable(title="imagenet-c: CE (%, AlexNet-normalised) per corruption, the layout of AugMix Table 2",
                       rows=rows, columns=cols, cells=cells, mean_row=False)
 
