@@ -129,40 +129,47 @@ GRID_SUFFIX = ".grid"  # zoo/<name>.grid.toml: a table of a paper's grid, one ca
 
 def grid_cards(raw: Mapping[str, Any], where: str) -> list[Card]:
     """The cards of a grid table (``zoo/*.grid.toml``): one per (network, method, dataset) with a reported
-    number, its recipe the cell of ``recipes.toml``'s grid of the same name. Its ``path`` is
-    ``<file>#<id>``, which :func:`get_card` reads back."""
+    number, its recipe the cell of ``recipes.toml``'s grid of the same name. ``metrics`` name the tables
+    ``[<metric>.<dataset>]`` (rows networks, columns ``methods``; a ``mean`` row is the paper's, for the
+    tests); ``[paper_ce.<dataset>.<network>]`` holds a method's CE per corruption in the suite's order.
+    A card's ``path`` is ``<file>#<id>``, which :func:`get_card` reads back."""
     from .baselines.methods import get_method
     from .recipes import load_recipe
 
     out = []
     for ds, dsf in raw["datasets"].items():
-        ce, clean = raw["mean_corruption_error"].get(ds, {}), raw.get("clean_error", {}).get(ds, {})
         for arch, af in raw["archs"].items():
             for j, method in enumerate(raw["methods"]):
                 m = get_method(method)
+                label = raw.get("labels", {}).get(method, m.label)
                 fmt = {"arch": arch, "method": method.replace("-", "_"), "dataset": ds, "suite": dsf["suite"],
-                       "label": m.label}
+                       "label": label}
                 cid, rid = raw["id"].format(**fmt), raw["recipe"].format(**{**fmt, "method": method})
                 r = load_recipe(rid)
-                rep: dict[str, Any] = {}
-                if arch in clean:
-                    rep["clean_error"] = clean[arch][j]
-                rep["mean_corruption_error"] = ce[arch][j]
-                rep["citation"] = raw["citation"].format(**fmt) + (raw["clean_citation"] if arch in clean else "")
-                note = (f"The paper's '{m.label}' baseline ({m.summary}): the same network and schedule as the "
+                rep: dict[str, Any] = {k: raw[k][ds][arch][j] for k in raw["metrics"] if arch in raw[k].get(ds, {})}
+                ce = raw.get("paper_ce", {}).get(ds, {}).get(arch, {}).get(method)
+                if ce is not None:
+                    from .corruptions import load_suite
+
+                    rep["paper_ce"] = dict(zip(load_suite(r.eval_suite).names(), ce, strict=True))
+                cited = [t for t in ("clean_citation",) if "clean_error" in rep and raw.get(t)]
+                rep["citation"] = raw["citation"].format(**fmt) + "".join(raw[t] for t in cited)
+                note = (f"The paper's '{label}' baseline ({m.summary}): the same network and schedule as the "
                         "AugMix recipe. No weights were released; rb-train produces them (the recipe below), and "
                         "the card it writes carries these reported numbers so the leaderboard shows the run "
                         f"against the paper. Method: {m.source}." + (f" {af['note']}" if af.get("note") else ""))
                 card = {
-                    "id": cid, "name": f"{af['name']}, {m.label} ({ds.upper()})", "dataset": ds,
+                    "id": cid, "name": f"{af['name']}, {label} ({ds.upper()})", "dataset": ds,
                     "num_classes": dsf["num_classes"], "builder": af["builder"], "params": af["params"][ds],
                     "note": note,
                     "weights": {"licence": raw["licence"], "origin": "none released; rb-train produces them",
                                 "train_recipe": rid},
                     "preprocess": {"input_size": r.input_size, "interpolation": "bilinear", "mean": list(r.mean),
-                                   "std": list(r.std)},
-                    "recipe": {"text": f"{m.label} CIFAR recipe: {r.text}", "link": raw["link"], "id": rid},
+                                   "std": list(r.std), **raw.get("preprocess", {})},
+                    "recipe": {"text": f"{label} {raw['recipe_name']} recipe: {r.text}", "link": raw["link"],
+                               "id": rid},
                     "reported": rep,
+                    **({"classes": raw["classes"]} if "classes" in raw else {}),
                 }
                 out.append(parse_card(card, f"{where}#{cid}"))
     return out

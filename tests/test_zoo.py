@@ -161,8 +161,9 @@ def test_every_recipe_card_exists():
 
     linked = {load_recipe(n).card: n for n in recipes() if load_recipe(n).card}
     assert set(linked) == {c.id for c in TRAINABLE}
-    # AugMix Table 1: four networks x seven methods (Standard ... AugMix) x CIFAR-10/100
-    assert len(linked) == 56
+    # AugMix Table 1: four networks x seven methods (Standard ... AugMix) x CIFAR-10/100; Table 2: the ResNet-50
+    # rows Standard, AutoAugment*, Random AA*, AugMix
+    assert len(linked) == 56 + 4
 
 
 def test_grid_recipes_differ_from_augmix_only_in_the_method():
@@ -277,3 +278,23 @@ def test_a_checkpoint_in_the_antialiased_release_format_loads_safely(tmp_path):
     model, pre, info = zoo.load_model(card, weights=ckpt)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values(), strict=True))
     assert pre.mean == (0.485, 0.456, 0.406) and card.weights["sha256_prefix"] in card.weights["url"]
+
+
+BY_HAND = [c for c in CARDS if c.weights.get("manual_url")]
+
+
+@pytest.mark.parametrize("card", BY_HAND, ids=lambda c: c.id)
+def test_cards_fetched_by_hand_say_where_and_load_their_release_format(card, tmp_path, monkeypatch):
+    """Weights published without a checksum (Google Drive, the Stylized-ImageNet ResNet-50s): never downloaded;
+    the error names the address and --weights, and a checkpoint in the releases' format (the DataParallel
+    state dict under 'state_dict') loads with weights_only=True."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(zoo.WeightsMissing, match="--weights PATH") as e:
+        zoo.resolve_weights(card)
+    assert card.weights["manual_url"] in str(e.value) and not card.has_weights
+    net = build(card.builder, num_classes=card.num_classes, **dict(card.builder_args))
+    ckpt = tmp_path / card.weights["file"]
+    torch.save({"epoch": 60, "arch": "resnet50", "state_dict": torch.nn.DataParallel(net).state_dict()}, ckpt)
+    model, _, info = zoo.load_model(card, weights=ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), net.state_dict().values(), strict=True))
+    assert info["weights_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
