@@ -220,13 +220,14 @@ def _tiny(n, split="train"):
     return ArraySource(d.images[:n], d.labels[:n], d.classes)
 
 
-GRID_METHODS = sorted({load_recipe(n).method for n in recipes() if n.startswith("cifar10-wrn40_2-")})
+GRID_METHODS = sorted({load_recipe(n).method for n in recipes() if n.startswith(("cifar10-wrn40_2-", "imagenet-"))})
 
 
-@pytest.mark.parametrize("method", GRID_METHODS)
+@pytest.mark.parametrize("method", sorted(set(GRID_METHODS) | set(METHODS)))
 def test_every_grid_method_trains_and_resumes_bit_for_bit(tmp_path, method):
-    """Two epochs of every method of the paper's grid on 192 digits lower the training loss; an interrupted
-    run resumed from its checkpoint ends with the weights of the uninterrupted one."""
+    """Two epochs of every method (those of the paper's grids and the rest of the table) on 192 digits lower the
+    training loss; an interrupted run resumed from its checkpoint ends with the weights of the uninterrupted
+    one."""
     from robustbench_augmix.train import TrainConfig, Trainer
 
     r = load_recipe(f"digits-smallcnn-{method}", epochs=2, batch_size=16)
