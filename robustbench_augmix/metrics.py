@@ -16,6 +16,15 @@ in [0, 1]); ``E_clean`` its clean error; ``A[c, s]``, ``A_clean`` the same for t
 - ECE (Guo et al. 2017): 15 equal-width confidence bins ``(lo, hi]``, ``sum_b (n_b / N) |acc_b - conf_b|``.
 - Bootstrap intervals resample *images* with replacement; every cell of a suite sees the same images,
   so one resample is applied to all cells at once (a paired bootstrap).
+- Perturbation stability, -P (Hendrycks & Dietterich 2019, sec. 3; ``hendrycks/robustness``
+  ``ImageNet-P/test.py`` l.215-273 and ``cifar-p-eval.py`` l.194-210): over the frame pairs of a sequence
+  (:func:`frame_pairs`: each frame against frame 0 for the noise sequences, else consecutive frames of
+  every stride-``d`` subsequence at difficulty ``d``), the flip probability FP is the share of pairs whose
+  top-1 prediction differs and the top-5 distance T5D the mean of ``sum_{k=1..5} |(k - 1) - min(s(k) - 1,
+  5)|``, ``s(k)`` the rank in the later frame of the class ranked ``k`` in the earlier one; both averaged
+  per sequence, then over sequences. FR and the T5D ratio divide by a baseline's (AlexNet's for
+  ImageNet-P); mFR and mT5D average them over the test perturbations. CIFAR papers report the plain mean
+  FP instead (``cifar-p-eval.py``).
 """
 
 from __future__ import annotations
@@ -237,3 +246,93 @@ def linear_error_interval(correct: np.ndarray, coef: np.ndarray, offset: float, 
     vals = offset - (weights @ v) / correct.shape[1]
     lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------------------ perturbation stability
+def frame_pairs(frames: int, noise: bool, difficulty: int = 1) -> np.ndarray:
+    """The (earlier, later) frame index pairs a -P sequence of ``frames`` frames is scored on: (0, j) for
+    j >= 1 for the noise sequences (difficulty picks their noise level, not a stride), else for each
+    offset o < ``difficulty`` the consecutive frames of o, o + d, o + 2d, ... (test.py l.257-273).
+
+    Examples:
+        >>> frame_pairs(4, noise=True).tolist()
+        [[0, 1], [0, 2], [0, 3]]
+        >>> frame_pairs(5, noise=False, difficulty=2).tolist()
+        [[0, 2], [2, 4], [1, 3]]
+    """
+    if frames < 2 or difficulty < 1:
+        raise InputError(f"a sequence needs at least 2 frames and difficulty >= 1, got {frames} and {difficulty}")
+    if noise:
+        return np.stack([np.zeros(frames - 1, np.int64), np.arange(1, frames)], 1)
+    pairs = [(a, a + difficulty) for o in range(difficulty) for a in range(o, frames - difficulty, difficulty)]
+    if not pairs:
+        raise InputError(f"difficulty {difficulty} leaves no frame pair in a {frames}-frame sequence")
+    return np.asarray(pairs, np.int64)
+
+
+def flip_probability(predictions: np.ndarray, noise: bool, difficulty: int = 1) -> float:
+    """FP of (N, T) top-1 predictions: per sequence the share of :func:`frame_pairs` that differ, then the
+    mean over sequences.
+
+    Examples:
+        >>> flip_probability(np.array([[1, 1, 2, 2], [3, 3, 3, 3]]), noise=False)  # (1/3 + 0) / 2
+        0.16666666666666666
+    """
+    p = np.asarray(predictions)
+    if p.ndim != 2:
+        raise InputError(f"predictions must be (sequences, frames), got shape {p.shape}")
+    a, b = frame_pairs(p.shape[1], noise, difficulty).T
+    return float((p[:, a] != p[:, b]).mean(axis=1).mean())
+
+
+def ordinal_ranks(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The rank (1 = top) of ``classes`` in each row of ``logits``, ties broken by class index as
+    ``scipy.stats.rankdata(-logits, 'ordinal')`` breaks them.
+
+    Args:
+        logits: (M, K) scores.
+        classes: (M, J) class indices.
+    Returns:
+        (M, J) int64 ranks.
+    """
+    z = np.asarray(logits)
+    c = np.asarray(classes)
+    zc = np.take_along_axis(z, c, 1)[:, :, None]                    # (M, J, 1)
+    above = (z[:, None, :] > zc).sum(-1)
+    tied_before = ((z[:, None, :] == zc) & (np.arange(z.shape[1])[None, None, :] < c[:, :, None])).sum(-1)
+    return 1 + above + tied_before
+
+
+def top5_distances(logits: np.ndarray, noise: bool, difficulty: int = 1) -> np.ndarray:
+    """Per sequence, the mean top-5 distance over its :func:`frame_pairs`, from (N, T, K) logits: (N,)."""
+    z = np.asarray(logits)
+    if z.ndim != 3 or z.shape[2] < 5:
+        raise InputError(f"logits must be (sequences, frames, classes >= 5), got shape {z.shape}")
+    n, t, k = z.shape
+    a, b = frame_pairs(t, noise, difficulty).T
+    earlier = z[:, a].reshape(-1, k)
+    top = np.argsort(-earlier, axis=1, kind="stable")[:, :5]          # the earlier frame's ranks 1..5
+    later = ordinal_ranks(z[:, b].reshape(-1, k), top)                 # their ranks in the later frame
+    d = np.abs(np.arange(5)[None, :] - np.minimum(later - 1, 5)).sum(1)
+    return d.reshape(n, len(a)).mean(1)
+
+
+def top5_distance(logits: np.ndarray, noise: bool, difficulty: int = 1) -> float:
+    """T5D: :func:`top5_distances` averaged over sequences."""
+    return float(top5_distances(logits, noise, difficulty).mean())
+
+
+def flip_rates(values: Mapping[str, float], baseline: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """FR_p = value_p / baseline_p for each perturbation of ``names`` (FP or T5D alike)."""
+    missing = [p for p in names if p not in values or p not in baseline]
+    if missing:
+        raise InputError(f"no value or no baseline value for {missing}")
+    zero = [p for p in names if not baseline[p] > 0]
+    if zero:
+        raise InputError(f"the baseline's value is not positive for {zero}: it cannot normalise them")
+    return {p: float(values[p]) / float(baseline[p]) for p in names}
+
+
+def mean_flip_rate(values: Mapping[str, float], baseline: Mapping[str, float], names: Sequence[str]) -> float:
+    """mFR (from FPs) or mT5D (from T5Ds): the mean of :func:`flip_rates` over ``names``."""
+    return float(np.mean(list(flip_rates(values, baseline, names).values())))

@@ -130,3 +130,77 @@ def test_bootstrap_is_seeded_and_covers_the_estimate():
     # The linear shortcut equals the generic bootstrap of the same statistic.
     glo, ghi = metrics.bootstrap_interval(lambda w: 1 - (correct.mean(axis=0) * w).sum() / 500, w1)
     assert (lo, hi) == pytest.approx((glo, ghi))
+
+
+# ------------------------------------------------------------------------------ perturbation stability
+def test_flip_probability_on_hand_made_sequences():
+    """Sequence 0 changes its prediction at frames 2 and 5, sequence 1 never (test.py's rules by hand)."""
+    from robustbench_augmix.metrics import flip_probability
+
+    p = np.array([[0, 0, 1, 1, 1, 0], [2, 2, 2, 2, 2, 2]])
+    assert flip_probability(p, noise=False) == pytest.approx((2 / 5 + 0) / 2)          # consecutive frames
+    assert flip_probability(p, noise=True) == pytest.approx((3 / 5 + 0) / 2)           # frames 2, 3, 4 != frame 0
+    # difficulty 2: pairs (0, 2), (2, 4), (1, 3), (3, 5) -> flips at (0, 2), (1, 3), (3, 5)
+    assert flip_probability(p, noise=False, difficulty=2) == pytest.approx((3 / 4 + 0) / 2)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        flip_probability(p[:, :1], noise=False)
+
+
+def _t5d_paper(r_ref: np.ndarray, r_new: np.ndarray) -> float:
+    """Hendrycks & Dietterich's definition, written from the paper: with s(i) the new rank of the class
+    ranked i before, sum_{i=1..5} sum_{j=min(i, s(i))+1}^{max(i, s(i))} 1(1 <= j - 1 <= 5)."""
+    inv = np.argsort(r_ref)                                  # class at each earlier rank (0-based)
+    total = 0
+    for i in range(1, 6):
+        s = int(r_new[inv[i - 1]])
+        total += sum(1 for j in range(min(i, s) + 1, max(i, s) + 1) if 1 <= j - 1 <= 5)
+    return total
+
+
+@pytest.mark.parametrize("noise,difficulty", [(False, 1), (False, 2), (False, 3), (True, 1)])
+def test_top5_distance_matches_the_papers_definition_with_scipy_ranks(noise, difficulty):
+    """Against an independent computation: scipy's ordinal ranks (ties by class index, as test.py takes them)
+    and the paper's double sum, on integer logits full of ties."""
+    from scipy.stats import rankdata
+
+    from robustbench_augmix.metrics import frame_pairs, top5_distance, top5_distances
+
+    z = np.random.default_rng(difficulty).integers(0, 6, size=(5, 9, 12)).astype(np.float32)
+    want = []
+    for seq in z:
+        ranks = [rankdata(-f, method="ordinal") for f in seq]
+        want.append(np.mean([_t5d_paper(ranks[a], ranks[b]) for a, b in frame_pairs(9, noise, difficulty)]))
+    np.testing.assert_allclose(top5_distances(z, noise, difficulty), want, rtol=0, atol=1e-12)
+    assert top5_distance(z, noise, difficulty) == pytest.approx(np.mean(want))
+
+
+def test_top5_distance_by_hand():
+    """The top two classes swap (distance 2); then the top class falls to rank 7 (it counts min(7 - 1, 5) = 5
+    against 0, and each of ranks 2-5 moves up one: 4 more, 9); unchanged: 0. Against frame 0 (the noise
+    rule), frame 2 has class 1 at rank 7 (|1 - 5| = 4) and classes 2-4 one rank up (3): 7."""
+    from robustbench_augmix.metrics import top5_distances
+
+    f0 = np.arange(10, 0, -1, dtype=np.float64)              # class k has rank k + 1
+    f1 = f0.copy()
+    f1[[0, 1]] = f1[[1, 0]]                                   # classes 0 and 1 swap
+    f2 = f1.copy()
+    f2[1] = 3.5                                               # class 1 (top in f1) drops below class 6 -> rank 7
+    z = np.stack([f0, f1, f2, f2])[None]
+    assert top5_distances(z, noise=False).tolist() == [pytest.approx((2 + 9 + 0) / 3)]
+    assert top5_distances(z, noise=True).tolist() == [pytest.approx((2 + 7 + 7) / 3)]
+
+
+def test_mean_flip_rate_normalises_by_the_baseline():
+    """The baseline's own values give 100 % (mFR = 1); FR is per perturbation; missing or zero baselines are
+    refused with their names."""
+    from robustbench_augmix.metrics import flip_rates, mean_flip_rate
+
+    alexnet = {"gaussian_noise": 0.2, "rotate": 0.1}
+    assert mean_flip_rate(alexnet, alexnet, list(alexnet)) == 1.0
+    assert flip_rates({"gaussian_noise": 0.1, "rotate": 0.05}, alexnet, list(alexnet)) == {
+        "gaussian_noise": 0.5, "rotate": 0.5}
+    assert mean_flip_rate({"gaussian_noise": 0.1, "rotate": 0.1}, alexnet, list(alexnet)) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="rotate"):
+        flip_rates({"gaussian_noise": 0.1}, alexnet, list(alexnet))
+    with pytest.raises(ValueError, match="not positive"):
+        flip_rates(alexnet, {**alexnet, "rotate": 0.0}, list(alexnet))
