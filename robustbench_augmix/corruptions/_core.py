@@ -85,9 +85,14 @@ def apply(x: torch.Tensor, corruption: str, severity: int, *, suite: str = "imag
         (N, 3, H, W) float in [0, 1] of ``x``'s dtype (not rounded), or uint8 with ``levels``; on ``x``'s
         device.
     """
-    c = REGISTRY[corruption]
     s = load_suite(suite)
-    params = s.corruptions[corruption].params(severity, s)
+    return apply_params(x, corruption, s.corruptions[corruption].params(severity, s), seeds=seeds, levels=levels)
+
+
+def apply_params(x: torch.Tensor, corruption: str, params: Params, *, seeds: Sequence[int],
+                 levels: bool = False) -> torch.Tensor:
+    """:func:`apply` with the kernel's parameters given directly (a -P frame's, say) instead of a table cell."""
+    c = REGISTRY[corruption]
     u8_in = x.dtype == torch.uint8
     if levels and u8_in and c.levels is not None and x.device.type == "cpu":
         return c.levels(x.contiguous(), params)

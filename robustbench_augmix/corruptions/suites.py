@@ -127,32 +127,48 @@ def _parse_corruption(name: str, raw: Mapping[str, Any], where: str) -> Corrupti
 
 
 @functools.cache
-def _raw_tables() -> dict[str, dict[str, Any]]:
+def all_raw_tables() -> dict[str, dict[str, Any]]:
+    """Every table of ``corruptions/``, parsed: the -C suites and the -P ones (``[suite] benchmark = "P"``,
+    loaded by :mod:`robustbench_augmix.perturbations`)."""
     return {sid: tomllib.loads(f.read_text(encoding="utf-8")) for sid, f in _table_files().items()}
 
 
 @functools.cache
-def load_suite(suite_id: str) -> Suite:
-    raw_all = _raw_tables()
-    if suite_id not in raw_all:
-        raise InputError(f"unknown suite {suite_id!r}; accepted: {', '.join(sorted(raw_all))}")
-    raw = raw_all[suite_id]
-    head = raw["suite"]
-    body = raw
-    if "based_on" in head:
-        body = raw_all[head["based_on"]]
-    corr = {
-        name: _parse_corruption(name, spec, f"corruptions/{suite_id}.toml")
-        for name, spec in body.get("corruptions", {}).items()
-    }
-    canonical = json.dumps({"suite": head, "corruptions": body.get("corruptions", {})}, sort_keys=True)
-    where = f"corruptions/{suite_id}.toml"
-    ds = raw.get("dataset")
+def _raw_tables() -> dict[str, dict[str, Any]]:
+    return {sid: raw for sid, raw in all_raw_tables().items() if raw["suite"].get("benchmark", "C") == "C"}
+
+
+def dataset_facts(raw: Mapping[str, Any], where: str) -> tuple[str, int, str, str]:
+    """``(name, num_classes, classes, classes_source)`` of a table's ``[dataset]``, checked against its
+    ``[suite] dataset``."""
+    ds, head = raw.get("dataset"), raw["suite"]
     missing = [k for k in ("name", "num_classes", "classes", "classes_source") if k not in (ds or {})]
     if missing:
         raise InputError(f"{where}: [dataset] lacks {missing}")
     if head.get("dataset", ds["name"]) != ds["name"]:
         raise InputError(f"{where}: [suite] dataset {head['dataset']!r} differs from [dataset] name {ds['name']!r}")
+    return str(ds["name"]), int(ds["num_classes"]), str(ds["classes"]), str(ds["classes_source"])
+
+
+def table_parts(raw_all: Mapping[str, Any], suite_id: str, what: str = "suite") -> tuple[dict, dict, dict]:
+    """``(table, its [suite], the table holding its entries)`` (a ``based_on`` table's for a suite that
+    reuses another's, as CIFAR-100's do); an unknown id lists the known ones."""
+    if suite_id not in raw_all:
+        raise InputError(f"unknown {what} {suite_id!r}; accepted: {', '.join(sorted(raw_all))}")
+    raw = raw_all[suite_id]
+    head = raw["suite"]
+    return raw, head, raw_all[head["based_on"]] if "based_on" in head else raw
+
+
+@functools.cache
+def load_suite(suite_id: str) -> Suite:
+    raw, head, body = table_parts(_raw_tables(), suite_id)
+    corr = {
+        name: _parse_corruption(name, spec, f"corruptions/{suite_id}.toml")
+        for name, spec in body.get("corruptions", {}).items()
+    }
+    canonical = json.dumps({"suite": head, "corruptions": body.get("corruptions", {})}, sort_keys=True)
+    dataset, num_classes, classes, classes_source = dataset_facts(raw, f"corruptions/{suite_id}.toml")
     return Suite(
         id=head["id"],
         name=head["name"],
@@ -163,10 +179,10 @@ def load_suite(suite_id: str) -> Suite:
         meta=MappingProxyType(dict(head)),
         baseline=MappingProxyType(dict(raw["baseline"])) if "baseline" in raw else None,
         table_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16],
-        dataset=str(ds["name"]),
-        num_classes=int(ds["num_classes"]),
-        classes=str(ds["classes"]),
-        classes_source=str(ds["classes_source"]),
+        dataset=dataset,
+        num_classes=num_classes,
+        classes=classes,
+        classes_source=classes_source,
     )
 
 

@@ -1,0 +1,140 @@
+"""The -P suite tables (``corruptions/*-p.toml``, ``[suite] benchmark = "P"``): per perturbation its split
+(test or validation), frame count, whether its frames are compared with frame 0 (the noise sequences), the
+-C kernel each frame is, its parameters per difficulty and the values that change linearly with the frame.
+No torch here: listings read them at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .._common import InputError
+from ..corruptions.suites import FAMILIES, Params, all_raw_tables, dataset_facts, table_parts
+
+SPLITS = ("test", "validation")
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """One perturbation of a -P suite. ``difficulty[d - 1]`` is the parameter row of difficulty ``d`` (one row
+    for the perturbations whose difficulty strides the frames instead); ``frame[name] = (slope, intercept)``
+    gives ``name`` at frame ``i`` as ``slope * i + intercept``. ``kernel`` is empty while not generated."""
+
+    name: str
+    family: str
+    split: str
+    frames: int
+    noise: bool
+    source: str
+    kernel: str = ""
+    param_names: tuple[str, ...] = ()
+    difficulty: tuple[tuple[float, ...], ...] = ((),)
+    frame: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def difficulties(self) -> tuple[int, ...]:
+        """The difficulties the perturbation has: 1..3 for the noise sequences (separate data), 1..3 for the
+        others too (a frame stride), as test.py takes them."""
+        return (1, 2, 3)
+
+    def params(self, difficulty: int, i: int, suite: PSuite) -> Params:
+        """The parameters of frame ``i`` at ``difficulty`` (the -C kernel's :class:`Params`)."""
+        row = self.difficulty[difficulty - 1] if self.noise else self.difficulty[0]
+        values = dict(zip(self.param_names, row, strict=True))
+        values.update({k: a * i + b for k, (a, b) in self.frame.items()})
+        return Params(values, suite.image_size, suite.id)
+
+
+@dataclass(frozen=True)
+class PSuite:
+    """One -P suite table; ``mean_fp`` lists the perturbations the CIFAR mean flip probability averages."""
+
+    id: str
+    name: str
+    image_size: int
+    layout: str
+    generator: str
+    perturbations: Mapping[str, PerturbationSpec]
+    meta: Mapping[str, Any]
+    table_hash: str
+    dataset: str
+    num_classes: int
+    classes: str
+    classes_source: str
+    mean_fp: tuple[str, ...] = ()
+
+    def names(self, split: str = "test") -> list[str]:
+        """The perturbations of ``split`` (``test``, ``validation`` or ``all``), in the table's order."""
+        if split not in (*SPLITS, "all"):
+            raise InputError(f"split must be test, validation or all, got {split!r}")
+        return [n for n, p in self.perturbations.items() if split in ("all", p.split)]
+
+    def generated(self) -> list[str]:
+        """The perturbations that have a kernel here."""
+        return [n for n, p in self.perturbations.items() if p.kernel]
+
+
+def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
+    missing = [k for k in ("family", "split", "frames", "source") if k not in raw]
+    if missing:
+        raise InputError(f"{where}: perturbation '{name}' lacks {missing}")
+    if raw["family"] not in FAMILIES or raw["split"] not in SPLITS:
+        raise InputError(f"{where}: perturbation '{name}' has family {raw['family']!r} / split {raw['split']!r}")
+    noise = bool(raw.get("noise", False))
+    names = tuple(raw.get("params", ()))
+    rows = tuple(tuple(float(v) for v in r) for r in raw.get("difficulty", [[]]))
+    if (noise and raw.get("kernel") and len(rows) != 3) or any(len(r) != len(names) for r in rows):
+        raise InputError(f"{where}: perturbation '{name}' needs {'3 rows' if noise else 'one row'} of {len(names)} "
+                         "values in difficulty")
+    frame = {k: (float(v[0]), float(v[1])) for k, v in raw.get("frame", {}).items()}
+    if int(raw["frames"]) < 2:
+        raise InputError(f"{where}: perturbation '{name}' needs at least 2 frames")
+    return PerturbationSpec(name=name, family=raw["family"], split=raw["split"], frames=int(raw["frames"]),
+                            noise=noise, source=raw["source"], kernel=raw.get("kernel", ""), param_names=names,
+                            difficulty=rows, frame=MappingProxyType(frame))
+
+
+def _p_tables() -> dict[str, dict[str, Any]]:
+    return {sid: raw for sid, raw in all_raw_tables().items() if raw["suite"].get("benchmark") == "P"}
+
+
+@functools.cache
+def load_psuite(suite_id: str) -> PSuite:
+    """A -P suite by id (:func:`psuites` lists them)."""
+    raw, head, body = table_parts(_p_tables(), suite_id, "-P suite")
+    where = f"corruptions/{suite_id}.toml"
+    pert = {n: _parse(n, spec, where) for n, spec in body.get("perturbations", {}).items()}
+    unknown = [n for n in head.get("mean_fp", ()) if n not in pert]
+    if unknown:
+        raise InputError(f"{where}: mean_fp names perturbations the table lacks: {unknown}")
+    canonical = json.dumps({"suite": head, "perturbations": body.get("perturbations", {})}, sort_keys=True)
+    dataset, num_classes, classes, classes_source = dataset_facts(raw, where)
+    return PSuite(id=head["id"], name=head["name"], image_size=int(head["image_size"]), layout=head["layout"],
+                  generator=head["generator"], perturbations=MappingProxyType(pert), meta=MappingProxyType(dict(head)),
+                  table_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], dataset=dataset,
+                  num_classes=num_classes, classes=classes, classes_source=classes_source,
+                  mean_fp=tuple(head.get("mean_fp", ())))
+
+
+def psuites() -> list[str]:
+    """The ids of the -P suites.
+
+    Examples:
+        >>> psuites()
+        ['cifar10-p', 'cifar100-p', 'imagenet-p', 'tinyimagenet-p']
+        >>> s = load_psuite("cifar10-p")
+        >>> s.perturbations["translate"].frames, len(s.names("test")), s.mean_fp[4]
+        (16, 10, 'spatter')
+    """
+    return sorted(_p_tables())
+
+
+def perturbation_names(suite: str = "imagenet-p", split: str = "test") -> list[str]:
+    """The perturbations of a -P suite's ``split`` (``test``: the 10 of mFR; ``validation``; ``all``)."""
+    return load_psuite(suite).names(split)

@@ -1,0 +1,140 @@
+"""The -P suites: their tables against the reference study (frame counts, test lists, the CIFAR mean-FP list),
+the sequence kernels over every suite and generated perturbation (shape, clean frame 0, keyed frames), the
+deterministic frames against the reference algorithm re-implemented here (skimage), and the noise
+sequences' distributions against their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import photo
+
+import robustbench_augmix as rba
+from robustbench_augmix.perturbations import load_psuite, perturb, psuites
+
+SIZES = {"cifar10-p": 32, "cifar100-p": 32, "tinyimagenet-p": 64, "imagenet-p": 224}
+CELLS = [(s, n) for s in psuites() for n in load_psuite(s).generated()]
+
+
+def _photos(size: int, n: int = 3) -> torch.Tensor:
+    return torch.from_numpy(np.stack([photo(i, size) for i in range(n)])).permute(0, 3, 1, 2).contiguous()
+
+
+def test_the_tables_follow_the_reference_study():
+    """shared/reference/perturbations.md: 10 test and 4 validation perturbations; 31 frames except ImageNet's
+    translate (41) and CIFAR's motion blur (21) and translate (16); noise sequences compared with frame 0;
+    CIFAR's mean FP over the cifar-p-eval.py list, spatter in place of snow; -C listings unchanged."""
+    test = ["gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow", "brightness", "translate", "rotate",
+            "tilt", "scale"]
+    assert psuites() == sorted(SIZES) and rba.suites() == ["cifar10-c", "cifar100-c", "imagenet-c", "tinyimagenet-c"]
+    for sid, size in SIZES.items():
+        s = load_psuite(sid)
+        assert s.image_size == size and s.names("test") == test
+        assert s.names("validation") == ["speckle_noise", "gaussian_blur", "spatter", "shear"]
+        frames = {n: p.frames for n, p in s.perturbations.items()}
+        special = {"imagenet-p": {"translate": 41}, "cifar10-p": {"motion_blur": 21, "translate": 16},
+                   "cifar100-p": {"motion_blur": 21, "translate": 16}}.get(sid, {})
+        assert frames == {n: special.get(n, 31) for n in frames}
+        assert [n for n, p in s.perturbations.items() if p.noise] == ["gaussian_noise", "shot_noise", "speckle_noise"]
+    assert load_psuite("cifar10-p").mean_fp == (*test[:4], "spatter", *test[5:])
+    assert load_psuite("cifar100-p").perturbations == load_psuite("cifar10-p").perturbations
+    assert load_psuite("imagenet-p").mean_fp == ()
+    # the noise levels of the three difficulties (the reference's <name>, <name>_2, <name>_3 data sets)
+    assert load_psuite("cifar10-p").perturbations["shot_noise"].difficulty == ((700,), (400,), (200,))
+    assert load_psuite("imagenet-p").perturbations["gaussian_noise"].difficulty == ((0.03,), (0.05,), (0.08,))
+
+
+@pytest.mark.parametrize("suite,name", CELLS)
+def test_every_generated_perturbation_makes_keyed_sequences(suite, name):
+    s = load_psuite(suite)
+    spec = s.perturbations[name]
+    x = _photos(s.image_size)
+    v = perturb(x, name, suite=suite, seed=3, index=[5, 6, 7])
+    assert v.shape == (3, spec.frames, 3, s.image_size, s.image_size) and v.dtype == torch.uint8
+    if spec.noise:
+        assert torch.equal(v[:, 0], x)                                  # the clean reference frame
+        assert not torch.equal(v[:, 1], v[:, 2])                        # independent draws per frame
+    # a sequence depends on its image's index, not on the batch it is made in
+    assert torch.equal(perturb(x[1:2], name, suite=suite, seed=3, index=[6]), v[1:2])
+    assert torch.equal(perturb(x, name, suite=suite, seed=3, index=[5, 6, 7]), v)
+    other = perturb(x, name, suite=suite, seed=4, index=[5, 6, 7])
+    assert torch.equal(other, v) != bool(spec.noise)                    # only the noise draws depend on the seed
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.mark.parametrize("suite", sorted(SIZES))
+def test_brightness_frames_match_the_reference_algorithm(suite):
+    """make_*_p.py's brightness, re-implemented with skimage as the scripts run it: x / 255, rgb2hsv,
+    V <- clip(V + c), hsv2rgb, uint8(255 clip(x)); c = slope (i - 15) per frame. PSNR >= 40 dB per frame."""
+    sk = pytest.importorskip("skimage.color")
+    s = load_psuite(suite)
+    slope = s.perturbations["brightness"].frame["shift"][0]
+    x = _photos(s.image_size)
+    v = perturb(x, "brightness", suite=suite).permute(0, 1, 3, 4, 2).numpy()
+    worst = np.inf
+    for k in range(len(x)):
+        img = x[k].permute(1, 2, 0).numpy() / 255.0
+        for i in range(31):
+            hsv = sk.rgb2hsv(img)
+            hsv[:, :, 2] = np.clip(hsv[:, :, 2] + slope * (i - 15), 0, 1)
+            want = np.uint8(np.clip(sk.hsv2rgb(hsv), 0, 1) * 255)
+            worst = min(worst, _psnr(v[k, i], want))
+            assert np.abs(v[k, i].astype(int) - want).max() <= 1, (k, i)
+    assert worst >= 40
+
+
+@pytest.mark.parametrize("suite", sorted(SIZES))
+@pytest.mark.parametrize("difficulty", [1, 2, 3])
+def test_noise_sequences_have_the_tables_distributions(suite, difficulty):
+    """On a flat grey image (level 128): Gaussian frames x + N(0, s), speckle x + x N(0, s), shot Poisson(lam x) / lam,
+    each then floored to 8 bits; their per-frame spread matches s (resp. sqrt(x / lam)) within 6 %, and two
+    frames' noises are uncorrelated."""
+    s = load_psuite(suite)
+    size = min(s.image_size, 64)
+    x = torch.full((2, 3, size, size), 128, dtype=torch.uint8)
+    v0 = 128 / 255
+    for name, spread in (("gaussian_noise", lambda p: p.scale), ("speckle_noise", lambda p: v0 * p.scale),
+                         ("shot_noise", lambda p: np.sqrt(v0 / p.photons))):
+        spec = s.perturbations[name]
+        frames = perturb(x, name, suite=suite, difficulty=difficulty).double() / 255 - v0
+        noise = frames[:, 1:] + 0.5 / 255                                 # undo the floor's mean shift
+        want = spread(spec.params(difficulty, 1, s))
+        assert noise.std().item() == pytest.approx(want, rel=0.06), name
+        a, b = noise[:, 0].flatten(), noise[:, 1].flatten()
+        assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 0.05, name
+
+
+def test_bad_requests_are_refused_with_the_choices():
+    from robustbench_augmix.perturbations import NotGeneratedYet, UnknownPerturbation
+
+    x = _photos(32, 1)
+    with pytest.raises(UnknownPerturbation, match="did you mean 'brightness'.*Accepted: gaussian_noise"):
+        perturb(x, "brightnes", suite="cifar10-p")
+    with pytest.raises(NotGeneratedYet, match="not generated yet; generated: gaussian_noise, shot_noise"):
+        perturb(x, "rotate", suite="cifar10-p")
+    with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
+        perturb(x, "gaussian_noise", suite="cifar10-p", difficulty=4)
+    with pytest.raises(ValueError, match="unknown -P suite 'cifar10-c'"):
+        perturb(x, "gaussian_noise", suite="cifar10-c")
+    with pytest.raises(ValueError, match="float in \\[0, 1\\]"):
+        perturb(x.float(), "gaussian_noise", suite="cifar10-p")
+
+
+def test_flip_probability_of_a_model_on_sequences():
+    """The metric on real sequences: a constant model never flips, a model that reads the brightness flips at
+    the frames where the mean level crosses its threshold (counted here by hand from the frames)."""
+    from robustbench_augmix.metrics import flip_probability
+
+    x = _photos(32)
+    v = perturb(x, "brightness", suite="cifar10-p")
+    assert flip_probability(np.zeros((3, 31), int), noise=False) == 0.0
+    level = v.float().mean(dim=(2, 3, 4))                                   # (N, T)
+    pred = (level > level[:, 15:16]).long().numpy()                        # brighter than the unshifted frame
+    flips = (pred[:, 1:] != pred[:, :-1]).sum(1)                           # one step, where the shift turns > 0
+    assert flip_probability(pred, noise=False) == pytest.approx(float(np.mean(flips / 30)))
+    assert (flips == 1).all()
