@@ -138,3 +138,30 @@ def test_flip_probability_of_a_model_on_sequences():
     flips = (pred[:, 1:] != pred[:, :-1]).sum(1)                           # one step, where the shift turns > 0
     assert flip_probability(pred, noise=False) == pytest.approx(float(np.mean(flips / 30)))
     assert (flips == 1).all()
+
+
+@pytest.mark.parametrize("suite", ["cifar10-p", "tinyimagenet-p", "imagenet-p"])
+def test_blur_frames_match_the_reference_algorithms(suite, reference):
+    """Motion blur: ImageMagick's MotionBlurImage as the reference package ports it (imagecorruptions
+    ``_motion_blur``), at the frame's angle, floored to 8 bits; Gaussian blur: skimage ``gaussian`` with the
+    frame's sigma and the table's truncate, ``uint8(255 x)``. Every frame within one 8-bit level (PSNR >= 40 dB)."""
+    import reference_impl as ref
+    from imagecorruptions.corruptions import _motion_blur as motion_fn  # importable once the fixture shims it
+    from skimage.filters import gaussian
+
+    s = load_psuite(suite)
+    x = _photos(s.image_size, 2)
+    for name in ("motion_blur", "gaussian_blur"):
+        spec = s.perturbations[name]
+        v = perturb(x, name, suite=suite).permute(0, 1, 3, 4, 2).numpy()
+        for k in range(len(x)):
+            img = x[k].permute(1, 2, 0).numpy()
+            for i in sorted({0, 1, spec.frames // 2, spec.frames - 1}):
+                p = spec.params(1, i, s)
+                if name == "motion_blur":
+                    want = ref.motion_blur(img, p.radius, p.sigma, p.angle, motion_fn)
+                else:
+                    g = gaussian(img / 255.0, sigma=p.sigma, truncate=p.truncate, mode="nearest", channel_axis=-1)
+                    want = np.uint8(np.clip(g, 0, 1) * 255)
+                assert np.abs(v[k, i].astype(int) - want).max() <= 1, (name, k, i)
+                assert _psnr(v[k, i], want) >= 40, (name, k, i)

@@ -24,8 +24,9 @@ def defocus_blur(x, p, draws):
 
 @register("gaussian_blur")
 def gaussian_blur(x, p, draws):
-    """skimage ``gaussian(x, sigma)``: edge-replicated borders, truncate 4 (IN l. 289-293)."""
-    return gaussian_filter(x, float(p.sigma), "edge").clamp(0, 1)
+    """skimage ``gaussian(x, sigma)``: edge-replicated borders, truncate 4 (IN l. 289-293); a ``truncate``
+    parameter overrides it (the -P sequences use 6 or 7)."""
+    return gaussian_filter(x, float(p.sigma), "edge", truncate=float(p.get("truncate", 4.0))).clamp(0, 1)
 
 
 def _glass_region(h: int, w: int, delta: int) -> tuple[range, range]:
@@ -97,8 +98,10 @@ def glass_blur(x, p, draws):
 @register("motion_blur", sample=lambda d, h, w, p: {"angle": d.scalars(-45, 45)})
 def motion_blur(x, p, draws):
     """ImageMagick ``-motion-blur radius x sigma + angle`` with angle ~ U(-45, 45) (IN l. 328-343),
-    written out at 8 bits as ImageMagick does (it floors)."""
-    return floor_levels(motion_blur_batch(x, float(p.radius), float(p.sigma), draws["angle"]))
+    written out at 8 bits as ImageMagick does (it floors). An ``angle`` parameter fixes the angle for the
+    batch (a -P frame's)."""
+    angle = torch.full((len(x),), float(p["angle"]), dtype=torch.float64) if "angle" in p else draws["angle"]
+    return floor_levels(motion_blur_batch(x, float(p.radius), float(p.sigma), angle))
 
 
 @register("zoom_blur")
