@@ -73,7 +73,7 @@ def test_brightness_frames_match_the_reference_algorithm(suite):
     V <- clip(V + c), hsv2rgb, uint8(255 clip(x)); c = slope (i - 15) per frame. PSNR >= 40 dB per frame."""
     sk = pytest.importorskip("skimage.color")
     s = load_psuite(suite)
-    slope = s.perturbations["brightness"].frame["shift"][0]
+    slope = 0.015 if suite.startswith("cifar") else 0.02         # make_cifar_p.py l.177-185; make_imagenet_p.py
     x = _photos(s.image_size)
     v = perturb(x, "brightness", suite=suite).permute(0, 1, 3, 4, 2).numpy()
     worst = np.inf
@@ -116,7 +116,7 @@ def test_bad_requests_are_refused_with_the_choices():
     with pytest.raises(UnknownPerturbation, match="did you mean 'brightness'.*Accepted: gaussian_noise"):
         perturb(x, "brightnes", suite="cifar10-p")
     with pytest.raises(NotGeneratedYet, match="not generated yet; generated: gaussian_noise, shot_noise"):
-        perturb(x, "rotate", suite="cifar10-p")
+        perturb(x, "tilt", suite="cifar10-p")
     with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
         perturb(x, "gaussian_noise", suite="cifar10-p", difficulty=4)
     with pytest.raises(ValueError, match="unknown -P suite 'cifar10-c'"):
@@ -165,3 +165,54 @@ def test_blur_frames_match_the_reference_algorithms(suite, reference):
                     want = np.uint8(np.clip(g, 0, 1) * 255)
                 assert np.abs(v[k, i].astype(int) - want).max() <= 1, (name, k, i)
                 assert _psnr(v[k, i], want) >= 40, (name, k, i)
+
+
+@pytest.mark.parametrize("suite", ["cifar10-p", "cifar100-p"])
+def test_translate_frames_match_torchvisions_affine_on_pil(suite):
+    """make_cifar_p.py's translate: torchvision's ``affine`` on the PIL image with translate (i - 7, 0) and
+    nearest resampling, no crop: every frame equal (a pure translation does not depend on the affine centre)."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    x = _photos(32)
+    v = perturb(x, "translate", suite=suite).permute(0, 1, 3, 4, 2).numpy()
+    assert v.shape[1] == 16
+    for k in range(len(x)):
+        img = Image.fromarray(x[k].permute(1, 2, 0).numpy())
+        for i in range(16):
+            want = np.asarray(TF.affine(img, angle=0.0, translate=[i - 7, 0], scale=1.0, shear=[0.0],
+                                        interpolation=InterpolationMode.NEAREST))
+            np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")
+
+
+@pytest.mark.parametrize("name", ["rotate", "scale"])
+def test_rotate_and_scale_frames_match_pillows_affine(name):
+    """make_cifar_p.py's rotate (angle i - 15) and scale ((2 i + 70) / 100): torchvision's affine on the PIL
+    image with bilinear resampling, i.e. Pillow's AFFINE transform with torchvision's inverse matrix about the
+    centre (w / 2 + 0.5, h / 2 + 0.5) of the torchvision the scripts ran (computed here by torchvision's own
+    ``_get_inverse_affine_matrix``, the same for rotation and scale in every version). Every frame equal."""
+    from PIL import Image
+    from torchvision.transforms.functional import _get_inverse_affine_matrix
+
+    x = _photos(32)
+    v = perturb(x, name, suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
+    for i in range(31):
+        angle, scale = (i - 15.0, 1.0) if name == "rotate" else (0.0, (2 * i + 70) / 100)
+        m = _get_inverse_affine_matrix([16.5, 16.5], angle, [0.0, 0.0], scale, [0.0, 0.0])
+        for k in range(len(x)):
+            img = Image.fromarray(x[k].permute(1, 2, 0).numpy())
+            want = np.asarray(img.transform((32, 32), Image.AFFINE, m, Image.BILINEAR))
+            np.testing.assert_array_equal(v[k, i], want, err_msg=f"{name} frame {i}")
+
+
+def test_frame_expressions_are_arithmetic_only():
+    """A table's frame values are the generator's expressions of i; anything but numbers, i and + - * / is
+    refused with the table and perturbation named (a table is data, never code)."""
+    from robustbench_augmix.perturbations.tables import _evaluate, _expression
+
+    assert _evaluate(_expression("(2 * i + 70) / 100"), 4) == (2 * 4 + 70) / 100
+    assert _evaluate(_expression("-(i - 15) * 0.5"), 3) == 6.0
+    for bad in ("__import__('os')", "i ** 2", "x + 1", "(i"):
+        with pytest.raises(ValueError, match="t.toml: perturbation 'p'"):
+            _expression(bad, "t.toml: perturbation 'p' frame v")

@@ -1,8 +1,9 @@
 """Perturbation sequences: :func:`perturb` makes the frames of a -P sequence for a batch of images.
 
 Each frame of a generated perturbation is one call of a -C kernel with that frame's parameters
-(:meth:`~.tables.PerturbationSpec.params`): the noise sequences are a clean frame 0 and independent noisy
-draws of the same image (not cumulative), brightness shifts HSV value linearly with the frame. Every frame's
+(:meth:`~.tables.PerturbationSpec.params`), or of a -P kernel of :mod:`.geometric`: the noise sequences are a
+clean frame 0 and independent noisy draws of the same image (not cumulative), brightness shifts HSV value
+linearly with the frame, translate moves the image a pixel a frame. Every frame's
 randomness is keyed on (seed, suite, perturbation, difficulty, frame, image index), so a sequence is the
 same whatever the batch, worker or process count.
 """
@@ -17,6 +18,7 @@ from .._common import InputError, RBAError
 from ..corruptions._core import _check_size, _indices, apply_params
 from ..corruptions._ops import to_uint8
 from ..corruptions._rng import image_seeds
+from .geometric import KERNELS
 from .tables import PSuite, load_psuite
 
 __all__ = ["NotGeneratedYet", "UnknownPerturbation", "perturb", "sequence_seeds"]
@@ -89,6 +91,10 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
         if spec.noise and i == 0:
             out[:, 0] = images                       # the clean frame the noisy ones are compared with
             continue
+        params = spec.params(difficulty, i, s)
+        if spec.kernel in KERNELS:                   # a -P kernel (geometric): deterministic, on the levels
+            out[:, i] = KERNELS[spec.kernel](images, params)
+            continue
         seeds = sequence_seeds(int(seed), s.id, perturbation, difficulty, i, idx)
-        out[:, i] = apply_params(images, spec.kernel, spec.params(difficulty, i, s), seeds=seeds, levels=True)
+        out[:, i] = apply_params(images, spec.kernel, params, seeds=seeds, levels=True)
     return out

@@ -6,9 +6,11 @@ No torch here: listings read them at once.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -23,8 +25,9 @@ SPLITS = ("test", "validation")
 @dataclass(frozen=True)
 class PerturbationSpec:
     """One perturbation of a -P suite. ``difficulty[d - 1]`` is the parameter row of difficulty ``d`` (one row
-    for the perturbations whose difficulty strides the frames instead); ``frame[name] = (slope, intercept)``
-    gives ``name`` at frame ``i`` as ``slope * i + intercept``. ``kernel`` is empty while not generated."""
+    for the perturbations whose difficulty strides the frames instead); ``frame[name]`` is the generator's own
+    expression of ``name`` at frame ``i`` (e.g. ``"(2 * i + 70) / 100"``), evaluated as Python evaluates it there,
+    so the floats are the script's. ``kernel`` is empty while not generated."""
 
     name: str
     family: str
@@ -35,7 +38,7 @@ class PerturbationSpec:
     kernel: str = ""
     param_names: tuple[str, ...] = ()
     difficulty: tuple[tuple[float, ...], ...] = ((),)
-    frame: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    frame: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def difficulties(self) -> tuple[int, ...]:
@@ -47,7 +50,7 @@ class PerturbationSpec:
         """The parameters of frame ``i`` at ``difficulty`` (the -C kernel's :class:`Params`)."""
         row = self.difficulty[difficulty - 1] if self.noise else self.difficulty[0]
         values = dict(zip(self.param_names, row, strict=True))
-        values.update({k: a * i + b for k, (a, b) in self.frame.items()})
+        values.update({k: _evaluate(_expression(e), i) for k, e in self.frame.items()})
         return Params(values, suite.image_size, suite.id)
 
 
@@ -80,6 +83,37 @@ class PSuite:
         return [n for n, p in self.perturbations.items() if p.kernel]
 
 
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+@functools.cache
+def _expression(text: str, where: str = "a frame expression") -> ast.Expression:
+    """A frame expression, parsed: numbers, ``i``, + - * / and parentheses, nothing else."""
+    try:
+        tree = ast.parse(str(text), mode="eval")
+    except SyntaxError:
+        raise InputError(f"{where}: {text!r} is not an expression of i") from None
+    for node in ast.walk(tree):
+        ok = isinstance(node, (ast.Expression, ast.BinOp, ast.UnaryOp, ast.USub, ast.Load, *_OPS)) or (
+            isinstance(node, ast.Constant) and isinstance(node.value, (int, float))) or (
+            isinstance(node, ast.Name) and node.id == "i")
+        if not ok:
+            raise InputError(f"{where}: {text!r} may use numbers, i, + - * / and parentheses only")
+    return tree
+
+
+def _evaluate(tree: ast.AST, i: int) -> float:
+    if isinstance(tree, ast.Expression):
+        return float(_evaluate(tree.body, i))
+    if isinstance(tree, ast.Constant):
+        return tree.value
+    if isinstance(tree, ast.Name):
+        return i
+    if isinstance(tree, ast.UnaryOp):
+        return -_evaluate(tree.operand, i)
+    return _OPS[type(tree.op)](_evaluate(tree.left, i), _evaluate(tree.right, i))
+
+
 def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
     missing = [k for k in ("family", "split", "frames", "source") if k not in raw]
     if missing:
@@ -92,7 +126,9 @@ def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
     if (noise and raw.get("kernel") and len(rows) != 3) or any(len(r) != len(names) for r in rows):
         raise InputError(f"{where}: perturbation '{name}' needs {'3 rows' if noise else 'one row'} of {len(names)} "
                          "values in difficulty")
-    frame = {k: (float(v[0]), float(v[1])) for k, v in raw.get("frame", {}).items()}
+    frame = {k: str(v) for k, v in raw.get("frame", {}).items()}
+    for k, v in frame.items():
+        _expression(v, f"{where}: perturbation '{name}' frame {k}")
     if int(raw["frames"]) < 2:
         raise InputError(f"{where}: perturbation '{name}' needs at least 2 frames")
     return PerturbationSpec(name=name, family=raw["family"], split=raw["split"], frames=int(raw["frames"]),

@@ -1,0 +1,89 @@
+"""The -P kernels that no -C corruption provides: the geometric perturbations, per frame over a batch.
+
+Each takes a uint8 or float (N, 3, H, W) batch and the frame's :class:`~robustbench_augmix.corruptions.Params`
+and returns the frame (same shape and dtype). Registered in :data:`KERNELS` under the name a table's
+``kernel`` gives.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["KERNELS", "affine_pil", "rotate", "scale", "translate"]
+
+
+def translate(x: torch.Tensor, p) -> torch.Tensor:
+    """torchvision's ``affine(img, angle=0, translate=(shift, 0), scale=1, shear=0)`` on a PIL image with its
+    default nearest resampling (make_cifar_p.py l.187-195): the image moves ``shift`` pixels right (left when
+    negative), black where nothing lands. For an integer shift nearest sampling is an exact shift."""
+    s = int(round(float(p.shift)))
+    out = torch.zeros_like(x)
+    w = x.shape[-1]
+    if abs(s) < w:
+        if s >= 0:
+            out[..., s:] = x[..., : w - s]
+        else:
+            out[..., : w + s] = x[..., -s:]
+    return out
+
+
+def inverse_affine_matrix(w: int, h: int, angle: float, scale: float) -> tuple[float, ...]:
+    """The output-to-input matrix torchvision's ``affine`` (2018-19, ``_get_inverse_affine_matrix``) hands
+    Pillow for a rotation by ``angle`` degrees (clockwise) and a zoom by ``scale`` about the centre
+    ``(w / 2 + 0.5, h / 2 + 0.5)``, no translation or shear: ``(a, b, c, d, e, f)`` with input
+    ``(a x + b y + c, d x + e y + f)`` for the output point ``(x, y)``."""
+    r = math.radians(angle)
+    cx, cy = w * 0.5 + 0.5, h * 0.5 + 0.5
+    a, b, d, e = (v / scale for v in (math.cos(r), math.sin(r), -math.sin(r), math.cos(r)))
+    return a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy
+
+
+@functools.lru_cache(maxsize=256)
+def _bilinear_plan(h: int, w: int, matrix: tuple[float, ...]):
+    """Where Pillow's 8-bit bilinear AFFINE samples each output pixel (Geometry.c ``affine_transform``,
+    ``BILINEAR_HEAD``/``BODY``): the point ``M (x + 0.5, y + 0.5)``; outside [0, w) x [0, h) the fill (0);
+    else the four pixels around it less half a pixel, indices clamped to the image, and their weights."""
+    a, b, c, d, e, f = matrix
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
+                            indexing="ij")
+    u, v = a * xs + b * ys + c, d * xs + e * ys + f
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    u, v = u - 0.5, v - 0.5
+    x0, y0 = u.floor(), v.floor()
+    dx, dy = u - x0, v - y0
+    x0, y0 = x0.long(), y0.long()
+    cols = (x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1))
+    rows = (y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1))
+    return rows, cols, dx, dy, inside
+
+
+def affine_pil(x: torch.Tensor, matrix: tuple[float, ...]) -> torch.Tensor:
+    """Pillow's ``Image.transform(size, AFFINE, matrix, BILINEAR)`` on every image of a uint8 (N, 3, H, W)
+    batch: the bilinear value in float64, stored truncated to 8 bits as Pillow's ``(UINT8) v`` does; 0 outside."""
+    h, w = x.shape[-2:]
+    (r0, r1), (c0, c1), dx, dy, inside = _bilinear_plan(h, w, tuple(float(m) for m in matrix))
+    f = x.double()
+    top = f[..., r0, c0] + (f[..., r0, c1] - f[..., r0, c0]) * dx
+    bottom = f[..., r1, c0] + (f[..., r1, c1] - f[..., r1, c0]) * dx
+    v = top + (bottom - top) * dy
+    return torch.where(inside, v, torch.zeros_like(v)).to(torch.uint8)
+
+
+def rotate(x: torch.Tensor, p) -> torch.Tensor:
+    """torchvision's ``affine(img, angle, (0, 0), 1, 0, resample=BILINEAR)`` on the PIL image, no crop
+    (make_cifar_p.py's rotate)."""
+    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], float(p.angle), 1.0))
+
+
+def scale(x: torch.Tensor, p) -> torch.Tensor:
+    """torchvision's ``affine(img, 0, (0, 0), scale, 0, resample=BILINEAR)`` on the PIL image (make_cifar_p.py
+    l.238-247; its CenterCrop(32) of a 32-px frame keeps it as it is)."""
+    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, float(p.scale)))
+
+
+KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
+                                                                      "scale": scale}
