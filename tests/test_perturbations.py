@@ -216,3 +216,25 @@ def test_frame_expressions_are_arithmetic_only():
     for bad in ("__import__('os')", "i ** 2", "x + 1", "(i"):
         with pytest.raises(ValueError, match="t.toml: perturbation 'p'"):
             _expression(bad, "t.toml: perturbation 'p' frame v")
+
+
+def test_zoom_blur_frames_match_the_scripts_running_mean():
+    """make_cifar_p.py l.133-144 re-run here with torchvision and Pillow: avg = ToTensor(img); for each i,
+    avg += ToTensor(affine(img, scale=1 + 0.004 i, BILINEAR)); frame i = ToPILImage(avg / (i + 1)). Every frame
+    equal."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+    from torchvision.transforms.functional import _get_inverse_affine_matrix
+
+    x = _photos(32)
+    v = perturb(x, "zoom_blur", suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
+    assert v.shape[1] == 31
+    for k in range(len(x)):
+        img = Image.fromarray(x[k].permute(1, 2, 0).numpy())
+        avg = TF.to_tensor(img)
+        np.testing.assert_array_equal(v[k, 0], np.asarray(img))
+        for i in range(1, 31):
+            m = _get_inverse_affine_matrix([16.5, 16.5], 0.0, [0.0, 0.0], 1 + 0.004 * i, [0.0, 0.0])
+            avg += TF.to_tensor(img.transform((32, 32), Image.AFFINE, m, Image.BILINEAR))
+            want = np.asarray(TF.to_pil_image(avg / (i + 1)))
+            np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")

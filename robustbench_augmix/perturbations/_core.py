@@ -18,7 +18,7 @@ from .._common import InputError, RBAError
 from ..corruptions._core import _check_size, _indices, apply_params
 from ..corruptions._ops import to_uint8
 from ..corruptions._rng import image_seeds
-from .geometric import KERNELS
+from .geometric import KERNELS, SEQUENCES
 from .tables import PSuite, load_psuite
 
 __all__ = ["NotGeneratedYet", "UnknownPerturbation", "perturb", "sequence_seeds"]
@@ -86,6 +86,8 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
             raise InputError("images must be uint8, or float in [0, 1]")
         images = to_uint8(images)
     idx = _indices(index, images.shape[0])
+    if spec.kernel in SEQUENCES:                     # each frame depends on the ones before (zoom blur's mean)
+        return SEQUENCES[spec.kernel](images, spec.frames)
     out = torch.empty((images.shape[0], spec.frames, *images.shape[1:]), dtype=torch.uint8, device=images.device)
     for i in range(spec.frames):
         if spec.noise and i == 0:

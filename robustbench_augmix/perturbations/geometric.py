@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["KERNELS", "affine_pil", "rotate", "scale", "translate"]
+__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "rotate", "scale", "translate", "zoom_blur_sequence"]
 
 
 def translate(x: torch.Tensor, p) -> torch.Tensor:
@@ -84,6 +84,29 @@ def scale(x: torch.Tensor, p) -> torch.Tensor:
     l.238-247; its CenterCrop(32) of a 32-px frame keeps it as it is)."""
     return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, float(p.scale)))
 
+
+def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """make_cifar_p.py's zoom blur (l.133-144): frame 0 is the image; frame i the running mean of the image and
+    its zooms ``affine(img, scale=1 + 0.004 k, BILINEAR)``, k = 1..i, summed as float32 ``ToTensor`` images in
+    that order, then ``ToPILImage``'s ``mul(255).byte()`` (truncation) of the sum over i + 1.
+
+    Args:
+        x: (N, 3, H, W) uint8.
+    Returns:
+        (N, frames, 3, H, W) uint8.
+    """
+    h, w = x.shape[-2:]
+    out = torch.empty((x.shape[0], frames, *x.shape[1:]), dtype=torch.uint8, device=x.device)
+    out[:, 0] = x
+    avg = x.float().div(255)
+    for i in range(1, frames):
+        avg += affine_pil(x, inverse_affine_matrix(w, h, 0.0, 1 + 0.004 * i)).float().div(255)
+        out[:, i] = (avg / (i + 1)).mul(255).to(torch.uint8)
+    return out
+
+
+# The kernels whose frames depend on the frames before: they make the whole sequence.
+SEQUENCES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"zoom_blur_sequence": zoom_blur_sequence}
 
 KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
                                                                       "scale": scale}
