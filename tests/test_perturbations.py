@@ -238,3 +238,69 @@ def test_zoom_blur_frames_match_the_scripts_running_mean():
             avg += TF.to_tensor(img.transform((32, 32), Image.AFFINE, m, Image.BILINEAR))
             want = np.asarray(TF.to_pil_image(avg / (i + 1)))
             np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")
+
+
+class _MeanModel(torch.nn.Module):
+    """Logits linear in the pixels: a deterministic classifier whose predictions move with the frames."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(6, 3 * 32 * 32, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w.T
+
+
+def _by_hand(model, frames: np.ndarray, noise: bool) -> tuple[float, float]:
+    """FP and T5D of one model on (N, T, H, W, 3) uint8 sequences, computed here with plain loops."""
+    from scipy.stats import rankdata
+
+    fps, t5s = [], []
+    for seq in frames:
+        x = torch.from_numpy(seq).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            z = model(x).double().numpy()
+        pairs = [(0, j) for j in range(1, len(z))] if noise else [(j - 1, j) for j in range(1, len(z))]
+        fps.append(np.mean([z[a].argmax() != z[b].argmax() for a, b in pairs]))
+        dist = []
+        for a, b in pairs:
+            ra, rb = rankdata(-z[a], method="ordinal"), rankdata(-z[b], method="ordinal")
+            top = np.argsort(ra)[:5]
+            dist.append(sum(abs(k - min(int(rb[c]) - 1, 5)) for k, c in enumerate(top)))
+        t5s.append(np.mean(dist))
+    return float(np.mean(fps)), float(np.mean(t5s))
+
+
+def test_stability_on_the_fly_and_from_the_released_layout(tmp_path):
+    """evaluate_stability: FP and T5D per perturbation equal a plain-loop computation on the same frames; the
+    CIFAR mean FP averages the generated ones of cifar-p-eval.py's list; the released layout (uint8
+    (N, T, 32, 32, 3) per perturbation, written here from our sequences) gives the same numbers read back;
+    the model against itself has mFR = mT5D = 1; bad files are refused naming the file and the form."""
+    from robustbench_augmix.evaluation.stability import evaluate_stability
+
+    model = _MeanModel()
+    x = _photos(32, 5)
+    names = ["gaussian_noise", "brightness", "rotate"]
+    res = evaluate_stability(model, "cifar10-p", images=x, perturbations=names, seed=2, batch_size=2)
+    folder = tmp_path / "CIFAR-10-P"
+    folder.mkdir()
+    for name in names:
+        frames = perturb(x, name, suite="cifar10-p", seed=2, index=list(range(5))).permute(0, 1, 3, 4, 2).numpy()
+        np.save(folder / f"{name}.npy", frames)
+        fp, t5 = _by_hand(model, frames, noise=name == "gaussian_noise")
+        assert res["perturbations"][name]["flip_probability"] == pytest.approx(fp)
+        assert res["perturbations"][name]["top5_distance"] == pytest.approx(t5)
+    assert res["mean_flip_probability_over"] == names and res["n_sequences"] == 5
+    assert res["mean_flip_probability"] == pytest.approx(np.mean([res["perturbations"][n]["flip_probability"]
+                                                                  for n in names]))
+    assert all(0 < v["flip_probability"] < 1 and v["top5_distance"] > 0 for v in res["perturbations"].values())
+    official = evaluate_stability(model, "cifar10-p", official=folder, perturbations=names, batch_size=3)
+    assert official["perturbations"] == res["perturbations"]
+    base = {k: {n: v[k] for n, v in res["perturbations"].items()} for k in ("flip_probability", "top5_distance")}
+    again = evaluate_stability(model, "cifar10-p", images=x, perturbations=names, seed=2, baseline=base)
+    assert again["mfr"] == pytest.approx(1.0) and again["mt5d"] == pytest.approx(1.0)
+    np.save(folder / "brightness.npy", np.zeros((5, 30, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"brightness.npy holds uint8 \(5, 30, 32, 32, 3\).*\(N, 31, 32, 32, 3\)"):
+        evaluate_stability(model, "cifar10-p", official=folder, perturbations=["brightness"])
+    with pytest.raises(ValueError, match=r"translate.npy does not exist"):
+        evaluate_stability(model, "cifar10-p", official=folder, perturbations=["translate"])

@@ -9,14 +9,17 @@ a restarted run computes only what is missing. The modules, one job each:
 - :mod:`.inputs`: opening the clean and pre-generated data, labels and the class mapping;
 - :mod:`.cache`: the run identity (the device included) and the chunk cache;
 - :mod:`.summary`: per-cell rows, aggregates, bootstrap intervals, the CE baseline;
-- :mod:`.results`: the results document (:class:`Results`: JSON, CSV, table).
+- :mod:`.results`: the results document (:class:`Results`: JSON, CSV, table);
+- :mod:`.stability`: :func:`evaluate_stability`, a model on a -P suite (flip probability, T5D, mFR).
 """
 
 from ..preprocess import Preprocess
 from .cache import SCHEMA, CacheMismatch, EvaluationError, model_fingerprint
 from .engine import TRIM_EVERY, Config, Evaluation, evaluate
 from .results import Results
+from .stability import evaluate_stability
 from .summary import CALIBRATION_REPLICATES, CLEAN, FIELDS, summarize
 
 __all__ = ["CALIBRATION_REPLICATES", "CLEAN", "FIELDS", "SCHEMA", "TRIM_EVERY", "CacheMismatch", "Config",
-           "Evaluation", "EvaluationError", "Preprocess", "Results", "evaluate", "model_fingerprint", "summarize"]
+           "Evaluation", "EvaluationError", "Preprocess", "Results", "evaluate", "evaluate_stability",
+           "model_fingerprint", "summarize"]
