@@ -370,3 +370,83 @@ class Generator:
         path = self.out / "manifest.json"
         json_dump(path, manifest)
         return path
+
+
+# ---------------------------------------------------------------------------------------------- -P
+class SequenceGenerator(Generator):
+    """A -P suite in its released CIFAR layout: ``<perturbation>.npy`` uint8 ``(N, frames, 32, 32, 3)``, the
+    noise sequences also at difficulties 2 and 3 as ``<perturbation>_<d>.npy``; no labels file (the release
+    has none: sequence k is test image k). One work unit = one file, written batch by batch into a memory
+    map under its temporary name, then renamed. ``Plan.corruptions`` holds the file stems (``"rotate"``,
+    ``"gaussian_noise_2"``); :func:`sequence_units` lists a suite's."""
+
+    def __init__(self, plan: Plan, progress: Callable[[int], None] | None = None) -> None:
+        from .perturbations import check_perturbation, load_psuite
+
+        self.plan = plan
+        self.suite = load_psuite(plan.suite)
+        if self.suite.layout != "npy":
+            raise InputError(f"rb-corrupt writes {self.suite.name} ({self.suite.layout} layout) not yet: only the "
+                             "CIFAR-P .npy layout")
+        for stem in plan.corruptions:
+            name, d = split_stem(stem, self.suite)
+            check_perturbation(name, self.suite)
+        self.source = open_source(plan.data, self.suite)
+        self.out = Path(plan.out).expanduser()
+        self.progress = progress or (lambda n: None)
+        self.n = len(self.source) if plan.limit is None else min(plan.limit, len(self.source))
+        self.source_fingerprint = fingerprint(self.source)
+        self._skipped_rel = {}
+
+    def config(self) -> dict:
+        p = self.plan
+        return {"suite": self.suite.id, "table_hash": self.suite.table_hash, "seed": p.seed, "layout": "npy",
+                "images": self.n, "rng_device": rng_device(p.device), "source_fingerprint": self.source_fingerprint}
+
+    def _run_npy_unit(self, stem: str) -> dict[str, str]:
+        from .perturbations import perturb
+
+        name, d = split_stem(stem, self.suite)
+        frames, size, n, bs = self.suite.perturbations[name].frames, self.suite.image_size, self.n, self.plan.batch_size
+        target = self.out / f"{stem}.npy"
+
+        def write(path: Path) -> None:
+            arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, frames, size, size, 3))
+            for a in range(0, n, bs):
+                idx = list(range(a, min(a + bs, n)))
+                x = torch.from_numpy(self.source.images[idx]).to(self.plan.device).permute(0, 3, 1, 2)
+                v = perturb(x, name, suite=self.suite.id, difficulty=d, seed=self.plan.seed, index=idx)
+                arr[a: idx[-1] + 1] = v.permute(0, 1, 3, 4, 2).cpu().numpy()
+                self.progress(len(idx))
+            arr.flush()
+            del arr
+
+        self._write((stem, None), target, write)
+        return {target.name: sha256_file(target)}
+
+    def _write_labels(self) -> None:
+        pass  # the released CIFAR-P has no labels file
+
+    def space_needed(self) -> int:
+        per = {stem: self.suite.perturbations[split_stem(stem, self.suite)[0]].frames for stem in self.plan.corruptions}
+        return sum(f * self.n * self.suite.image_size ** 2 * 3 + 128 for f in per.values())
+
+    def total_images(self) -> int:
+        units = [u for i, u in enumerate(self.units()) if i % self.plan.shard[1] == self.plan.shard[0]]
+        return len(units) * self.n
+
+
+def split_stem(stem: str, suite) -> tuple[str, int]:
+    """``"gaussian_noise_2"`` -> ``("gaussian_noise", 2)``; ``"rotate"`` -> ``("rotate", 1)``."""
+    name, _, d = stem.rpartition("_")
+    if d in ("2", "3") and name in suite.perturbations and suite.perturbations[name].noise:
+        return name, int(d)
+    return stem, 1
+
+
+def sequence_units(suite, names: Sequence[str] | None = None) -> list[str]:
+    """The files of a -P suite's release for ``names`` (default: every perturbation generated here): each name,
+    and for the noise sequences also ``<name>_2`` and ``<name>_3``."""
+    names = list(names) if names is not None else suite.generated()
+    return [f"{n}{'' if d == 1 else f'_{d}'}" for n in names
+            for d in ((1, 2, 3) if suite.perturbations.get(n) is not None and suite.perturbations[n].noise else (1,))]

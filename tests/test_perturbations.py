@@ -304,3 +304,44 @@ def test_stability_on_the_fly_and_from_the_released_layout(tmp_path):
         evaluate_stability(model, "cifar10-p", official=folder, perturbations=["brightness"])
     with pytest.raises(ValueError, match=r"translate.npy does not exist"):
         evaluate_stability(model, "cifar10-p", official=folder, perturbations=["translate"])
+
+
+def test_rb_corrupt_writes_the_cifar_p_layout_and_resumes(tmp_path, cifar_root, capsys):
+    """rb-corrupt --suite cifar10-p: one uint8 (N, T, 32, 32, 3) file per perturbation and per noise difficulty
+    (gaussian_noise, _2, _3), the sequences perturb makes for those images, a manifest with their sha256; a
+    rerun finds every file done; evaluate_stability reads them back to the on-the-fly numbers; an unknown or
+    not-generated name is refused before anything is written."""
+    import hashlib
+    import json
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+    from robustbench_augmix.evaluation.stability import evaluate_stability
+
+    root, imgs = cifar_root
+    out = tmp_path / "CIFAR-10-P"
+    args = ["--suite", "cifar10-p", "--data", str(root), "--out", str(out), "--perturbations",
+            "brightness,gaussian_noise", "--seed", "1", "--batch-size", "5"]
+    assert corrupt_main(args) == 0
+    files = sorted(p.name for p in out.glob("*.npy"))
+    assert files == ["brightness.npy", "gaussian_noise.npy", "gaussian_noise_2.npy", "gaussian_noise_3.npy"]
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).contiguous()
+    for name, d in (("brightness", 1), ("gaussian_noise", 1), ("gaussian_noise", 3)):
+        stem = name if d == 1 else f"{name}_{d}"
+        got = np.load(out / f"{stem}.npy")
+        want = perturb(x, name, suite="cifar10-p", difficulty=d, seed=1, index=list(range(12)))
+        assert got.dtype == np.uint8 and np.array_equal(got, want.permute(0, 1, 3, 4, 2).numpy()), stem
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["suite"] == "cifar10-p" and set(manifest["files"]) == set(files)
+    assert manifest["files"]["brightness.npy"] == hashlib.sha256((out / "brightness.npy").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert corrupt_main(args) == 0
+    assert "│ 0 " in capsys.readouterr().out                       # no unit run again
+    model = _MeanModel()
+    fly = evaluate_stability(model, "cifar10-p", images=x, perturbations=["brightness", "gaussian_noise"], seed=1,
+                             difficulty=3)
+    files_ = evaluate_stability(model, "cifar10-p", official=out, perturbations=["brightness", "gaussian_noise"],
+                                difficulty=3)
+    assert fly["perturbations"] == files_["perturbations"]
+    for bad, why in (("brightnes", "did you mean 'brightness'"), ("tilt", "not generated yet")):
+        assert corrupt_main([*args[:5], str(tmp_path / "bad"), "--perturbations", bad]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   rb-corrupt --gallery gallery.png                       # every corruption x severity on a sample photo
   rb-corrupt --suite cifar10-c --data ~/data/cifar10 --out ~/data/CIFAR-10-C
   rb-corrupt --suite imagenet-c --data /datasets/imagenet/val --out /datasets/ImageNet-C --shard 0/4
+  rb-corrupt --suite cifar10-p --data ~/data/cifar10 --out ~/data/CIFAR-10-P   # the -P sequences generated here
 """
 
 
@@ -26,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", help="clean source: the folder holding cifar-10-batches-py/ or cifar-100-python/, "
                     "or an ImageFolder tree root/<class>/<image>")
     ap.add_argument("--out", help="output folder")
-    ap.add_argument("--corruptions", help="comma-separated names (default: the 15 benchmark ones)")
+    ap.add_argument("--corruptions", "--perturbations", dest="corruptions",
+                    help="comma-separated names (default: the 15 benchmark ones; -P: every generated perturbation)")
     ap.add_argument("--extra", action="store_true", help="also the 4 extra corruptions")
     ap.add_argument("--severities", default="1,2,3,4,5")
     ap.add_argument("--seed", type=int, default=0)
@@ -88,11 +90,18 @@ def main(argv=None) -> int:
             t.add_row(sid, str(s.image_size), s.layout,
                       # escaped: rich would read "[speckle_noise]" as markup and print nothing
                       escape(", ".join(n if not s.corruptions[n].extra else f"[{n}]" for n in s.names(extra=True))))
+        from ..perturbations import load_psuite, psuites
+
+        for sid in psuites():
+            s = load_psuite(sid)
+            t.add_row(sid, str(s.image_size), s.layout, escape(
+                ", ".join(n if s.perturbations[n].kernel else f"({n})" for n in s.names("all"))))
         Console().print(t)
+        console.print("-P suites: perturbations in parentheses are listed in the table but not generated yet")
         return 0
 
     from .._alloc import keep_freed_memory
-    from .._common import Rate, RBAError, check_device, progress_bar, storage_errors
+    from .._common import RBAError, check_device
     from .._threads import apply_threads
     from ..corruptions import load_suite, set_frost_dir
 
@@ -103,10 +112,15 @@ def main(argv=None) -> int:
         return _fail(console, str(e))
     if args.frost_dir:
         set_frost_dir(args.frost_dir)
+    from ..perturbations import load_psuite, psuites
+
+    sequences = args.suite in psuites()
     try:
-        suite = load_suite(args.suite)
+        suite = load_psuite(args.suite) if sequences else load_suite(args.suite)
     except RBAError as e:
         return _fail(console, str(e))
+    if sequences and args.gallery:
+        return _fail(console, f"--gallery shows the -C suites; {args.suite} has no gallery yet")
 
     if args.gallery:
         from PIL import Image
@@ -129,6 +143,8 @@ def main(argv=None) -> int:
 
     if not args.data or not args.out:
         return _fail(console, "give --data (the clean source) and --out (where to write), or --gallery PNG")
+    if sequences:
+        return _sequences(args, suite, console)
     names = [n.strip() for n in args.corruptions.split(",")] if args.corruptions else suite.names(extra=args.extra)
     try:
         sevs = [int(v) for v in args.severities.split(",")]
@@ -147,6 +163,33 @@ def main(argv=None) -> int:
         gen = Generator(plan)
     except RBAError as e:
         return _fail(console, str(e))
+    return _run(gen, plan, args, suite, console)
+
+
+def _sequences(args, suite, console: Console) -> int:
+    """The -P path: one file per perturbation (and per noise difficulty), as the release has them."""
+    from .._common import RBAError, check_device
+    from ..generate import Plan, SequenceGenerator, sequence_units
+
+    try:
+        names = [n.strip() for n in args.corruptions.split(",")] if args.corruptions else None
+        for n in names or ():
+            from ..perturbations import check_perturbation
+
+            check_perturbation(n, suite)
+        check_device(args.device)
+        plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=sequence_units(suite, names),
+                    severities=(1,), seed=args.seed, batch_size=args.batch_size, device=args.device,
+                    shard=_shard(args.shard), on_error=args.on_error, limit=args.limit,
+                    allow_existing=args.allow_existing)
+        gen = SequenceGenerator(plan)
+    except RBAError as e:
+        return _fail(console, str(e))
+    return _run(gen, plan, args, suite, console)
+
+
+def _run(gen, plan, args, suite, console: Console) -> int:
+    from .._common import Rate, RBAError, progress_bar, storage_errors
 
     try:
         with storage_errors(args.out, gen.space_needed), progress_bar(True, console=console) as prog:
