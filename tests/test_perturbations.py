@@ -345,3 +345,37 @@ def test_rb_corrupt_writes_the_cifar_p_layout_and_resumes(tmp_path, cifar_root, 
     for bad, why in (("brightnes", "did you mean 'brightness'"), ("tilt", "not generated yet")):
         assert corrupt_main([*args[:5], str(tmp_path / "bad"), "--perturbations", bad]) == 2
         assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def _torchvision02_inverse_matrix(center, angle, scale, shear):
+    """torchvision 0.2's ``_get_inverse_affine_matrix`` (what the 2019 -P scripts ran), written out here from its
+    published formula: M = [cos(a + s), sin(a + s), 0, -sin(a), cos(a), 0] * (1 / scale) / d, with
+    d = cos(a + s) cos(a) + sin(a + s) sin(a), then the centre (and no translation) folded in."""
+    import math
+
+    a, s = math.radians(angle), math.radians(shear)
+    d = math.cos(a + s) * math.cos(a) + math.sin(a + s) * math.sin(a)
+    m = [math.cos(a + s), math.sin(a + s), 0, -math.sin(a), math.cos(a), 0]
+    m = [(1.0 / scale) / d * v for v in m]
+    m[2] += m[0] * -center[0] + m[1] * -center[1] + center[0]
+    m[5] += m[3] * -center[0] + m[4] * -center[1] + center[1]
+    return m
+
+
+def test_shear_frames_match_torchvision_02_on_pillow():
+    """make_cifar_p.py's shear (i - 15 degrees): Pillow's bilinear AFFINE with torchvision 0.2's matrix.
+    Every frame within one 8-bit level (the matrix's float rounding may move a truncation), most equal."""
+    from PIL import Image
+
+    x = _photos(32)
+    v = perturb(x, "shear", suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
+    equal = 0
+    for i in range(31):
+        m = _torchvision02_inverse_matrix((16.5, 16.5), 0.0, 1.0, i - 15.0)
+        for k in range(len(x)):
+            want = np.asarray(Image.fromarray(x[k].permute(1, 2, 0).numpy()).transform((32, 32), Image.AFFINE, m,
+                                                                                         Image.BILINEAR))
+            diff = np.abs(v[k, i].astype(int) - want)
+            assert diff.max() <= 1, (i, k)
+            equal += int(diff.max() == 0)
+    assert equal >= 0.9 * 31 * len(x)

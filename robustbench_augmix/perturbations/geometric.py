@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "rotate", "scale", "translate", "zoom_blur_sequence"]
+__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "translate",
+           "zoom_blur_sequence"]
 
 
 def translate(x: torch.Tensor, p) -> torch.Tensor:
@@ -31,14 +32,16 @@ def translate(x: torch.Tensor, p) -> torch.Tensor:
     return out
 
 
-def inverse_affine_matrix(w: int, h: int, angle: float, scale: float) -> tuple[float, ...]:
-    """The output-to-input matrix torchvision's ``affine`` (2018-19, ``_get_inverse_affine_matrix``) hands
-    Pillow for a rotation by ``angle`` degrees (clockwise) and a zoom by ``scale`` about the centre
-    ``(w / 2 + 0.5, h / 2 + 0.5)``, no translation or shear: ``(a, b, c, d, e, f)`` with input
-    ``(a x + b y + c, d x + e y + f)`` for the output point ``(x, y)``."""
-    r = math.radians(angle)
+def inverse_affine_matrix(w: int, h: int, angle: float, scale: float, shear: float = 0.0) -> tuple[float, ...]:
+    """The output-to-input matrix torchvision's ``affine`` hands Pillow, as the 0.2 releases the -P scripts ran
+    computed it (``_get_inverse_affine_matrix``, 2018-19): rotation by ``angle`` and shear by ``shear`` degrees,
+    zoom by ``scale``, about the centre ``(w / 2 + 0.5, h / 2 + 0.5)``, no translation. The rotation and scale
+    parts are those of every later release; the shear part is not (later releases changed its formula).
+    Returns ``(a, b, c, d, e, f)``: input ``(a x + b y + c, d x + e y + f)`` for the output point ``(x, y)``."""
+    r, sh = math.radians(angle), math.radians(shear)
     cx, cy = w * 0.5 + 0.5, h * 0.5 + 0.5
-    a, b, d, e = (v / scale for v in (math.cos(r), math.sin(r), -math.sin(r), math.cos(r)))
+    det = math.cos(r + sh) * math.cos(r) + math.sin(r + sh) * math.sin(r)
+    a, b, d, e = (1.0 / scale / det * v for v in (math.cos(r + sh), math.sin(r + sh), -math.sin(r), math.cos(r)))
     return a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy
 
 
@@ -85,6 +88,12 @@ def scale(x: torch.Tensor, p) -> torch.Tensor:
     return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, float(p.scale)))
 
 
+def shear(x: torch.Tensor, p) -> torch.Tensor:
+    """torchvision 0.2's ``affine(img, 0, (0, 0), 1, shear, resample=BILINEAR)`` on the PIL image
+    (make_cifar_p.py l.320-327; its CenterCrop(32) of a 32-px frame keeps it as it is)."""
+    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, 1.0, float(p.shear)))
+
+
 def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
     """make_cifar_p.py's zoom blur (l.133-144): frame 0 is the image; frame i the running mean of the image and
     its zooms ``affine(img, scale=1 + 0.004 k, BILINEAR)``, k = 1..i, summed as float32 ``ToTensor`` images in
@@ -109,4 +118,4 @@ def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
 SEQUENCES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"zoom_blur_sequence": zoom_blur_sequence}
 
 KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
-                                                                      "scale": scale}
+                                                                      "scale": scale, "shear": shear}
