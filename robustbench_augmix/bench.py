@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 
@@ -409,3 +410,44 @@ def bench_methods(arch: str = "cifar:wrn40_2", size: int = 32, batch: int = 128,
         rows.append(row)
     return {"arch": arch, "size": size, "batch": batch, "device": device, "threads": torch.get_num_threads(),
             "base_ms": t_base, "step_ms": t_step1, "jsd_step_ms": t_step3, "rows": rows}
+
+
+def bench_perturbations(suite: str = "cifar10-p", images: int = 64, names=None, min_time: float = 0.5,
+                        log=print) -> list[dict]:
+    """ms per sequence for each generated perturbation: ours (:func:`~robustbench_augmix.perturbations.perturb`
+    on the batch, torch's threads) against the generator script's loop, one image and one frame at a time
+    (:mod:`._reference_p`, single-threaded as the scripts ran), on the same photographs at the suite's size."""
+    from . import _reference_p
+    from .perturbations import load_psuite, perturb
+
+    s = load_psuite(suite)
+    x = torch.from_numpy(_photos(s.image_size, images)).permute(0, 3, 1, 2).contiguous()
+    rows = []
+    for name in names or s.generated():
+        spec = s.perturbations[name]
+        ours = _timeit(lambda name=name: perturb(x, name, suite=suite, seed=0), min_time, min_calls=1) / images
+        imgs = x.permute(0, 2, 3, 1).numpy()
+        turn = iter(range(10**9))
+
+        def ref(name=name, spec=spec, imgs=imgs, turn=turn):
+            img = imgs[next(turn) % len(imgs)]
+            _reference_p.frames(name, img, spec.frames, lambda i: spec.params(1, i, s))
+
+        with _single_thread():
+            theirs = _timeit(ref, min_time, min_calls=2)
+        row = {"perturbation": name, "suite": suite, "frames": spec.frames, "ours_ms": ours * 1e3,
+               "reference_ms": theirs * 1e3, "speedup": theirs / ours}
+        log(row)
+        rows.append(row)
+    return rows
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """torch on one thread for the reference loops, as one script process per perturbation ran them."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

@@ -379,3 +379,34 @@ def test_shear_frames_match_torchvision_02_on_pillow():
             assert diff.max() <= 1, (i, k)
             equal += int(diff.max() == 0)
     assert equal >= 0.9 * 31 * len(x)
+
+
+def test_rb_bench_perturbations_times_every_generated_perturbation(tmp_path, capsys, reference):
+    """One row per generated perturbation with both timings (the script's loop re-created in _reference_p);
+    the figures themselves are benchmark results (docs/performance.md), not asserted."""
+    import json
+
+    from robustbench_augmix.cli.bench import main as bench_main
+
+    out = tmp_path / "p.json"
+    assert bench_main(["perturbations", "--suite", "cifar10-p", "--images", "4", "--min-time", "0.01", "--markdown",
+                       "--json", str(out), "--threads", "1"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["perturbation"] for r in rows] == load_psuite("cifar10-p").generated()
+    assert all(r["ours_ms"] > 0 and r["reference_ms"] > 0 for r in rows)
+    assert "| shear | 31 |" in capsys.readouterr().out
+
+
+def test_the_reference_loops_make_the_frames_we_make():
+    """_reference_p (the timing baseline) runs the scripts' loops: for the deterministic perturbations its frames
+    are ours, so the benchmark times the same work."""
+    from robustbench_augmix import _reference_p
+
+    s = load_psuite("cifar10-p")
+    x = _photos(32, 2)
+    for name in ("translate", "rotate", "scale", "shear", "zoom_blur", "brightness", "gaussian_blur"):
+        spec = s.perturbations[name]
+        ours = perturb(x, name, suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
+        ref = _reference_p.frames(name, x[0].permute(1, 2, 0).numpy(), spec.frames,
+                                  lambda i, spec=spec: spec.params(1, i, s))
+        assert np.abs(np.stack(ref).astype(int) - ours[0]).max() <= 1, name

@@ -239,6 +239,22 @@ def _main_methods(args, err: Console) -> int:
     return _emit(args, res, _methods_table(res, args.markdown))
 
 
+def _perturbations_table(rows: list[dict], md: bool):
+    head = ["perturbation", "frames", "reference ms/seq", "ours ms/seq", "speed-up"]
+    body = [[r["perturbation"], str(r["frames"]), f"{r['reference_ms']:.2f}", f"{r['ours_ms']:.3f}",
+             f"{r['speedup']:.1f}x"] for r in rows]
+    title = f"-P generation, {rows[0]['suite'] if rows else ''}: ms per sequence (ours batched; the script's loop)"
+    if md:
+        return "\n".join([f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * 4]
+                         + ["| " + " | ".join(r) + " |" for r in body])
+    t = Table(title=escape(title))
+    for i, h in enumerate(head):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in body:
+        t.add_row(*r)
+    return t
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="rb-bench", description=__doc__,
                                  epilog="examples:\n  rb-bench corruptions --sizes 224,32\n"
@@ -247,9 +263,11 @@ def main(argv=None) -> int:
                                         "--device cuda\n"
                                         "  rb-bench train --model cifar:wrn40_2 --sizes 32 --device cuda --amp\n"
                                         "  rb-bench methods --model cifar:wrn40_2 --sizes 32\n"
+                                        "  rb-bench perturbations --suite cifar10-p\n"
                                         "  rb-bench startup --runs 5",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["corruptions", "eval", "train", "methods", "contention", "startup"], nargs="?",
+    ap.add_argument("what", choices=["corruptions", "eval", "train", "methods", "perturbations", "contention",
+                                     "startup"], nargs="?",
                     default="corruptions")
     ap.add_argument("--runs", type=int, default=5, help="startup: fresh interpreters per command")
     ap.add_argument("--busy", type=int, help="contention: busy processes to start (default: one per available core)")
@@ -291,6 +309,20 @@ def main(argv=None) -> int:
         return _main_train(args, err)
     if args.what == "methods":
         return _main_methods(args, err)
+    if args.what == "perturbations":
+        from ..bench import bench_perturbations
+
+        try:
+            rows = bench_perturbations(suite=args.suite if args.suite.endswith("-p") else "cifar10-p",
+                                       images=args.images if args.images != 256 else 64,
+                                       names=args.corruptions.split(",") if args.corruptions else None,
+                                       min_time=args.min_time,
+                                       log=lambda r: err.print(f"[dim]{r['perturbation']}: ours {r['ours_ms']:.3f}, "
+                                                               f"reference {r['reference_ms']:.2f} ms/seq[/]"))
+        except (RBAError, ImportError) as e:
+            err.print(f"[red]rb-bench:[/] {e}")
+            return 2
+        return _emit(args, rows, _perturbations_table(rows, args.markdown))
     if args.what == "startup":
         from ..bench import bench_startup
 

@@ -49,7 +49,8 @@ def inverse_affine_matrix(w: int, h: int, angle: float, scale: float, shear: flo
 def _bilinear_plan(h: int, w: int, matrix: tuple[float, ...]):
     """Where Pillow's 8-bit bilinear AFFINE samples each output pixel (Geometry.c ``affine_transform``,
     ``BILINEAR_HEAD``/``BODY``): the point ``M (x + 0.5, y + 0.5)``; outside [0, w) x [0, h) the fill (0);
-    else the four pixels around it less half a pixel, indices clamped to the image, and their weights."""
+    else the four pixels around it less half a pixel, indices clamped to the image, and their weights.
+    Returns the four corners' flat indices into an (H W) image, ``dx``, ``dy`` and the inside mask, each (H W,)."""
     a, b, c, d, e, f = matrix
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
                             indexing="ij")
@@ -59,21 +60,24 @@ def _bilinear_plan(h: int, w: int, matrix: tuple[float, ...]):
     x0, y0 = u.floor(), v.floor()
     dx, dy = u - x0, v - y0
     x0, y0 = x0.long(), y0.long()
-    cols = (x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1))
-    rows = (y0.clamp(0, h - 1), (y0 + 1).clamp(0, h - 1))
-    return rows, cols, dx, dy, inside
+    c0, c1 = x0.clamp(0, w - 1), (x0 + 1).clamp(0, w - 1)
+    r0, r1 = y0.clamp(0, h - 1) * w, (y0 + 1).clamp(0, h - 1) * w
+    corners = torch.stack([r0 + c0, r0 + c1, r1 + c0, r1 + c1]).reshape(4, -1)
+    return corners, dx.reshape(-1), dy.reshape(-1), inside.reshape(-1)
 
 
 def affine_pil(x: torch.Tensor, matrix: tuple[float, ...]) -> torch.Tensor:
     """Pillow's ``Image.transform(size, AFFINE, matrix, BILINEAR)`` on every image of a uint8 (N, 3, H, W)
     batch: the bilinear value in float64, stored truncated to 8 bits as Pillow's ``(UINT8) v`` does; 0 outside."""
-    h, w = x.shape[-2:]
-    (r0, r1), (c0, c1), dx, dy, inside = _bilinear_plan(h, w, tuple(float(m) for m in matrix))
-    f = x.double()
-    top = f[..., r0, c0] + (f[..., r0, c1] - f[..., r0, c0]) * dx
-    bottom = f[..., r1, c0] + (f[..., r1, c1] - f[..., r1, c0]) * dx
-    v = top + (bottom - top) * dy
-    return torch.where(inside, v, torch.zeros_like(v)).to(torch.uint8)
+    n, ch, h, w = x.shape
+    corners, dx, dy, inside = _bilinear_plan(h, w, tuple(float(m) for m in matrix))
+    flat = x.reshape(n * ch, h * w)
+    p00, p01, p10, p11 = (flat.index_select(1, corners[k].to(x.device)).double() for k in range(4))
+    dx, dy = dx.to(x.device), dy.to(x.device)
+    top = p00.add_(p01.sub_(p00).mul_(dx))
+    bottom = p10.add_(p11.sub_(p10).mul_(dx))
+    v = top.add_(bottom.sub_(top).mul_(dy))
+    return v.masked_fill_(~inside.to(x.device), 0.0).to(torch.uint8).reshape(n, ch, h, w)
 
 
 def rotate(x: torch.Tensor, p) -> torch.Tensor:
