@@ -410,3 +410,27 @@ def test_the_reference_loops_make_the_frames_we_make():
         ref = _reference_p.frames(name, x[0].permute(1, 2, 0).numpy(), spec.frames,
                                   lambda i, spec=spec: spec.params(1, i, s))
         assert np.abs(np.stack(ref).astype(int) - ours[0]).max() <= 1, name
+
+
+@pytest.mark.parametrize("photons", [3, 60, 700, 2000])
+def test_shot_noise_is_the_exact_inverse_poisson_cdf(photons):
+    """The shot-noise sampler (the -C kernel every -P shot frame is) returns, for each uniform u and 8-bit level
+    l, the smallest k with CDF(k; l / 255 * photons) >= u: checked against numpy's searchsorted over scipy's CDF
+    for every level, with u spread over [0, 1) and piled into the last guide bins (the far tail, where the
+    kernel switches from its linear steps to a binary search)."""
+    from scipy import stats
+
+    from robustbench_augmix.corruptions.noise import _GUIDE_BINS, shot_noise
+    from robustbench_augmix.corruptions.suites import Params
+
+    g = torch.Generator().manual_seed(photons)
+    levels = torch.arange(256, dtype=torch.float64).repeat(40)
+    u = torch.rand(levels.numel(), generator=g, dtype=torch.float64)
+    u[::4] = 1 - torch.rand(u[::4].numel(), generator=g, dtype=torch.float64) / _GUIDE_BINS * 2   # the tail bins
+    x = (levels / 255).reshape(1, 1, -1)
+    got = shot_noise(x.clone(), Params({"photons": photons}, 32, "t"), {"u": u}).reshape(-1)
+    kmax = int(photons + 12 * np.sqrt(photons) + 30)
+    cdf = stats.poisson.cdf(np.arange(kmax)[None, :], (np.arange(256) / 255.0 * photons)[:, None])
+    cdf[:, -1] = 1.0
+    want = np.array([np.searchsorted(cdf[int(lv)], uu, side="left") for lv, uu in zip(levels, u.numpy(), strict=True)])
+    np.testing.assert_array_equal(got.numpy(), np.clip(want / photons, 0, 1))

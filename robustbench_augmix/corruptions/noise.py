@@ -41,6 +41,7 @@ def impulse_noise(x, p, draws):
 
 
 _GUIDE_BINS = 1024
+_SEARCH_STEPS = 4  # linear steps before the binary search (almost every unsettled draw ends within 1 or 2)
 
 
 @functools.lru_cache(maxsize=32)
@@ -92,8 +93,18 @@ def shot_noise(x, p, draws):
         base = cell[idx].to(torch.int64) // g * kk
         uu, ki = u[idx], -1 - k[idx].to(torch.int64)
         live = torch.arange(idx.numel(), device=dev)
-        while live.numel():
+        for _ in range(_SEARCH_STEPS):
+            if not live.numel():
+                break
             live = live[flat[base[live] + ki[live]] < uu[live]]
             ki[live] += 1
+        if live.numel():
+            # The few draws still short (those in a level's last guide bins, where the tail reaches far past the
+            # bin's start at large photon counts): the first k with CDF(k) >= u, which is where the steps would
+            # stop, by a binary search in each such level's row.
+            lv = base[live] // kk
+            for level in lv.unique().tolist():
+                sel = live[lv == level]
+                ki[sel] = torch.searchsorted(cdf[level], uu[sel], side="left")
         k[idx] = ki.to(k.dtype)
     return k.to(x.dtype).div_(p.photons).reshape(x.shape).clamp_(0, 1)
