@@ -22,6 +22,9 @@ def _affine(img: Image.Image, angle: float, scale: float, shear: float, resample
 def frames(name: str, img: np.ndarray, frames: int, params) -> list[np.ndarray]:
     """One sequence of CIFAR-10-P's ``name`` for a uint8 (32, 32, 3) image, as the script's block makes it;
     ``params(i)`` gives the frame's table values."""
+    from ._reference import load_reference
+
+    load_reference()  # the reference package (its ImageMagick port) importable, skimage's old keyword shimmed
     pil = Image.fromarray(img)
     out = []
     if name == "gaussian_noise":
@@ -53,9 +56,6 @@ def frames(name: str, img: np.ndarray, frames: int, params) -> list[np.ndarray]:
             p = params(i)
             out.append(np.uint8(255 * gaussian(img / 255.0, sigma=p.sigma, channel_axis=-1, truncate=p.truncate)))
     elif name == "motion_blur":
-        from ._reference import load_reference
-
-        load_reference()
         from imagecorruptions.corruptions import _motion_blur
 
         for i in range(frames):
@@ -78,6 +78,29 @@ def frames(name: str, img: np.ndarray, frames: int, params) -> list[np.ndarray]:
             z = _affine(pil, 0.0, 1 + 0.004 * i, 0.0, Image.BILINEAR)
             avg += torch.from_numpy(np.array(z)).permute(2, 0, 1).float().div(255)
             out.append((avg / (i + 1)).mul(255).byte().permute(1, 2, 0).numpy())
+    elif name == "snow":
+        import cv2
+        from imagecorruptions.corruptions import _motion_blur
+        from scipy.ndimage import zoom as scizoom
+
+        p = params(0)
+        x = img / 255.0
+        layer = np.random.normal(size=img.shape[:2], loc=p.loc, scale=p.scale)  # noqa: NPY002  (the script's)
+        h = layer.shape[0]
+        ch = int(np.ceil(h / p.zoom))
+        top = (h - ch) // 2
+        layer = scizoom(layer[top:top + ch, top:top + ch, None], (p.zoom, p.zoom, 1), order=1)
+        trim = (layer.shape[0] - h) // 2
+        layer = layer[trim:trim + h, trim:trim + h]
+        layer[layer < p.threshold] = 0
+        layer = (np.clip(layer.squeeze(), 0, 1) * 255).astype(np.uint8)
+        g = cv2.cvtColor(np.float32(x), cv2.COLOR_RGB2GRAY)[..., None]
+        for i in range(frames):
+            q = params(i)
+            m = np.floor(np.clip(_motion_blur(layer.astype(np.float64), radius=int(q.blur_radius), sigma=q.blur_sigma,
+                                              angle=q.angle), 0, 255))[..., None] / 255.0
+            z = q.blend * x + (1 - q.blend) * np.maximum(x, g * 1.5 + 0.5)
+            out.append(np.uint8(np.clip(z + m + np.rot90(m, k=2), 0, 1) * 255))
     else:
         raise KeyError(f"no reference loop for {name}")
     return out

@@ -59,7 +59,8 @@ def test_every_generated_perturbation_makes_keyed_sequences(suite, name):
     assert torch.equal(perturb(x[1:2], name, suite=suite, seed=3, index=[6]), v[1:2])
     assert torch.equal(perturb(x, name, suite=suite, seed=3, index=[5, 6, 7]), v)
     other = perturb(x, name, suite=suite, seed=4, index=[5, 6, 7])
-    assert torch.equal(other, v) != bool(spec.noise)                    # only the noise draws depend on the seed
+    random = spec.noise or spec.sequence_draws                          # noise per frame, snow's layer per sequence
+    assert torch.equal(other, v) != random                              # only random draws depend on the seed
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -434,3 +435,31 @@ def test_shot_noise_is_the_exact_inverse_poisson_cdf(photons):
     cdf[:, -1] = 1.0
     want = np.array([np.searchsorted(cdf[int(lv)], uu, side="left") for lv, uu in zip(levels, u.numpy(), strict=True)])
     np.testing.assert_array_equal(got.numpy(), np.clip(want / photons, 0, 1))
+
+
+@pytest.mark.parametrize("suite", ["cifar10-p", "tinyimagenet-p", "imagenet-p"])
+def test_snow_frames_match_the_script_on_the_same_layer(suite, reference):
+    """make_*_p.py's snow: one N(loc, scale) layer per sequence, zoomed, thresholded, stored as an 8-bit PNG; frame
+    i motion-blurs it at i * 4 - 150 degrees and adds it twice to the brightened, greyed image. Replayed with the
+    layer our frames drew (tests/reference_impl.py's snow on the reference package's ImageMagick port): every
+    frame within two 8-bit levels, PSNR >= 40 dB, and the layer the same in every frame."""
+    import reference_impl as ref
+    from imagecorruptions.corruptions import _motion_blur as motion_fn
+
+    from robustbench_augmix.corruptions import Draws
+    from robustbench_augmix.perturbations import sequence_seeds
+
+    s = load_psuite(suite)
+    spec = s.perturbations["snow"]
+    size = s.image_size
+    x = _photos(size, 2)
+    v = perturb(x, "snow", suite=suite, seed=5, index=[3, 4]).permute(0, 1, 3, 4, 2).numpy()
+    normal = Draws(sequence_seeds(5, suite, "snow", 1, 0, [3, 4])).normal(1, size, size)[:, 0].double().numpy()
+    for k in range(2):
+        img = x[k].permute(1, 2, 0).numpy()
+        for i in sorted({0, 7, spec.frames - 1}):
+            p = spec.params(1, i, s)
+            want = ref.snow(img, p.loc, p.scale, p.zoom, p.threshold, p.blur_radius, p.blur_sigma, p.blend,
+                            normal[k], p.angle, motion_fn)
+            assert np.abs(v[k, i].astype(int) - want).max() <= 2, (k, i)
+            assert _psnr(v[k, i], want) >= 40, (k, i)

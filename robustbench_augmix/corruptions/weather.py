@@ -21,12 +21,14 @@ def _sample_snow(d, h, w, p):
 @register("snow", sample=_sample_snow)
 def snow(x, p, draws):
     """Snow (IN l. 406-431): a thresholded, zoomed normal field, motion-blurred at 8 bits by an
-    angle ~ U(-135, -45), added twice (once rotated 180 degrees) to a brightened, greyed image."""
+    angle ~ U(-135, -45), added twice (once rotated 180 degrees) to a brightened, greyed image. An ``angle``
+    parameter fixes the blur's angle for the batch (a -P frame's)."""
     layer = p.loc + p.scale * draws["flakes"].to(x.dtype)
     layer = clipped_zoom(layer, float(p.zoom))
     layer = torch.where(layer < p.threshold, torch.zeros_like(layer), layer)
     layer = floor_levels(layer)  # PIL 'L' image of np.uint8(clip(.) * 255), saved as PNG
-    layer = floor_levels(motion_blur_batch(layer, float(p.blur_radius), float(p.blur_sigma), draws["angle"]))
+    angle = torch.full((len(x),), float(p["angle"]), dtype=torch.float64) if "angle" in p else draws["angle"]
+    layer = floor_levels(motion_blur_batch(layer, float(p.blur_radius), float(p.blur_sigma), angle))
     b = p.blend
     x = b * x + (1 - b) * torch.maximum(x, gray(x) * 1.5 + 0.5)
     return (x + layer + torch.flip(layer, dims=(-2, -1))).clamp(0, 1)

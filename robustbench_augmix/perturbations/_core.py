@@ -97,6 +97,7 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
         if spec.kernel in KERNELS:                   # a -P kernel (geometric): deterministic, on the levels
             out[:, i] = KERNELS[spec.kernel](images, params)
             continue
-        seeds = sequence_seeds(int(seed), s.id, perturbation, difficulty, i, idx)
+        # a sequence-wide draw (snow's layer) is keyed as frame 0's, so every frame sees the same one
+        seeds = sequence_seeds(int(seed), s.id, perturbation, difficulty, 0 if spec.sequence_draws else i, idx)
         out[:, i] = apply_params(images, spec.kernel, params, seeds=seeds, levels=True)
     return out

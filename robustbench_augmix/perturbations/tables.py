@@ -39,6 +39,7 @@ class PerturbationSpec:
     param_names: tuple[str, ...] = ()
     difficulty: tuple[tuple[float, ...], ...] = ((),)
     frame: Mapping[str, str] = field(default_factory=dict)
+    sequence_draws: bool = False  # one random draw per sequence (snow's layer), not one per frame
 
     @property
     def difficulties(self) -> tuple[int, ...]:
@@ -131,9 +132,12 @@ def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
         _expression(v, f"{where}: perturbation '{name}' frame {k}")
     if int(raw["frames"]) < 2:
         raise InputError(f"{where}: perturbation '{name}' needs at least 2 frames")
+    if raw.get("draws", "frame") not in ("frame", "sequence"):
+        raise InputError(f"{where}: perturbation '{name}' draws must be 'frame' or 'sequence'")
     return PerturbationSpec(name=name, family=raw["family"], split=raw["split"], frames=int(raw["frames"]),
                             noise=noise, source=raw["source"], kernel=raw.get("kernel", ""), param_names=names,
-                            difficulty=rows, frame=MappingProxyType(frame))
+                            difficulty=rows, frame=MappingProxyType(frame),
+                            sequence_draws=raw.get("draws", "frame") == "sequence")
 
 
 def _p_tables() -> dict[str, dict[str, Any]]:
