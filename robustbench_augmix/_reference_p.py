@@ -78,6 +78,14 @@ def frames(name: str, img: np.ndarray, frames: int, params) -> list[np.ndarray]:
             z = _affine(pil, 0.0, 1 + 0.004 * i, 0.0, Image.BILINEAR)
             avg += torch.from_numpy(np.array(z)).permute(2, 0, 1).float().div(255)
             out.append((avg / (i + 1)).mul(255).byte().permute(1, 2, 0).numpy())
+    elif name == "tilt":
+        import cv2
+
+        from .perturbations.geometric import tilt_matrix
+
+        h, w = img.shape[:2]
+        for i in range(frames):
+            out.append(cv2.warpPerspective(img, tilt_matrix(w, h, params(i).angle), (w, h)))
     elif name == "snow":
         import cv2
         from imagecorruptions.corruptions import _motion_blur

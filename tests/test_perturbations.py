@@ -117,7 +117,7 @@ def test_bad_requests_are_refused_with_the_choices():
     with pytest.raises(UnknownPerturbation, match="did you mean 'brightness'.*Accepted: gaussian_noise"):
         perturb(x, "brightnes", suite="cifar10-p")
     with pytest.raises(NotGeneratedYet, match="not generated yet; generated: gaussian_noise, shot_noise"):
-        perturb(x, "tilt", suite="cifar10-p")
+        perturb(x, "spatter", suite="cifar10-p")
     with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
         perturb(x, "gaussian_noise", suite="cifar10-p", difficulty=4)
     with pytest.raises(ValueError, match="unknown -P suite 'cifar10-c'"):
@@ -343,7 +343,7 @@ def test_rb_corrupt_writes_the_cifar_p_layout_and_resumes(tmp_path, cifar_root, 
     files_ = evaluate_stability(model, "cifar10-p", official=out, perturbations=["brightness", "gaussian_noise"],
                                 difficulty=3)
     assert fly["perturbations"] == files_["perturbations"]
-    for bad, why in (("brightnes", "did you mean 'brightness'"), ("tilt", "not generated yet")):
+    for bad, why in (("brightnes", "did you mean 'brightness'"), ("spatter", "not generated yet")):
         assert corrupt_main([*args[:5], str(tmp_path / "bad"), "--perturbations", bad]) == 2
         assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
@@ -405,7 +405,7 @@ def test_the_reference_loops_make_the_frames_we_make():
 
     s = load_psuite("cifar10-p")
     x = _photos(32, 2)
-    for name in ("translate", "rotate", "scale", "shear", "zoom_blur", "brightness", "gaussian_blur"):
+    for name in ("translate", "rotate", "scale", "shear", "tilt", "zoom_blur", "brightness", "gaussian_blur"):
         spec = s.perturbations[name]
         ours = perturb(x, name, suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
         ref = _reference_p.frames(name, x[0].permute(1, 2, 0).numpy(), spec.frames,
@@ -463,3 +463,31 @@ def test_snow_frames_match_the_script_on_the_same_layer(suite, reference):
                             normal[k], p.angle, motion_fn)
             assert np.abs(v[k, i].astype(int) - want).max() <= 2, (k, i)
             assert _psnr(v[k, i], want) >= 40, (k, i)
+
+
+def test_tilt_frames_equal_opencvs_warp_perspective():
+    """make_cifar_p.py's tilt (l.208-236): cv2.warpPerspective(img, P2 T RX RY P1, (w, h)) with phi = theta =
+    0.75 (i - 15) degrees, the homography built here as the script builds it; OpenCV 4's fixed-point bilinear
+    warp (the reference extra pins OpenCV below 5, whose warp differs). Every frame equal."""
+    cv2 = pytest.importorskip("cv2")
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        pytest.skip(f"OpenCV {cv2.__version__}: its warpPerspective is not the 2019 scripts' "
+                    "(pip install 'opencv-python<5')")
+
+    x = _photos(32)
+    v = perturb(x, "tilt", suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
+    h = w = 32
+    f = np.sqrt(w ** 2 + h ** 2)
+    for i in range(31):
+        phi = theta = np.deg2rad(0.75 * (i - 15))
+        p1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+        rx = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
+                       [0, 0, 0, 1]])
+        ry = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0],
+                       [0, 0, 0, 1]])
+        t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+        p2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+        mat = p2 @ t @ rx @ ry @ p1
+        for k in range(len(x)):
+            want = cv2.warpPerspective(x[k].permute(1, 2, 0).numpy(), mat, (w, h))
+            np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "translate",
-           "zoom_blur_sequence"]
+__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "tilt",
+           "tilt_matrix", "translate", "warp_perspective_cv2", "zoom_blur_sequence"]
 
 
 def translate(x: torch.Tensor, p) -> torch.Tensor:
@@ -98,6 +98,105 @@ def shear(x: torch.Tensor, p) -> torch.Tensor:
     return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, 1.0, float(p.shear)))
 
 
+# ------------------------------------------------------------------------------------------------ tilt
+_INTER_BITS, _COEF_BITS = 5, 15  # OpenCV imgproc: INTER_BITS, INTER_REMAP_COEF_BITS
+_TAB = 1 << _INTER_BITS
+
+
+@functools.cache
+def _bilinear_table() -> torch.Tensor:
+    """OpenCV's fixed-point bilinear weights (imgwarp.cpp ``initInterTab2D`` for INTER_LINEAR): for each of the
+    32 x 32 sub-pixel positions, the four weights ``(1 - fy)(1 - fx), (1 - fy) fx, fy (1 - fx), fy fx`` in float32,
+    rounded to 15-bit integers, the rounding error taken off the largest (sum too big) or added to the smallest
+    (sum too small) of them so that they sum to 2**15. (1024, 4) int32."""
+    import numpy as np
+
+    t = (np.arange(_TAB, dtype=np.float32) / np.float32(_TAB))
+    lin = np.stack([np.float32(1) - t, t], 1)                            # (32, 2) float32
+    out = np.zeros((_TAB * _TAB, 4), np.int64)
+    for i in range(_TAB):
+        for j in range(_TAB):
+            v = (lin[i][:, None] * lin[j][None, :]).reshape(4)             # float32 products
+            w = np.rint(v.astype(np.float64) * (1 << _COEF_BITS)).astype(np.int64)
+            diff = int(w.sum()) - (1 << _COEF_BITS)
+            if diff:
+                mk = mx = 0                                              # the scan of initInterTab2D over 2 x 2
+                for k in range(1, 4):
+                    if w[k] < w[mk]:
+                        mk = k
+                    elif w[k] > w[mx]:
+                        mx = k
+                if diff < 0:
+                    w[mx] -= diff
+                else:
+                    w[mk] -= diff
+            out[i * _TAB + j] = w
+    return torch.from_numpy(out).to(torch.int32)
+
+
+@functools.lru_cache(maxsize=64)
+def _perspective_plan(h: int, w: int, inverse: tuple[float, ...]):
+    """For ``cv2.warpPerspective(..., INTER_LINEAR, BORDER_CONSTANT 0)`` with the inverse map ``inverse`` (3 x 3,
+    row-major): each output pixel's source as OpenCV fixes it (imgwarp.cpp ``WarpPerspectiveInvoker``:
+    ``X = round(32 X0 / W)``, integer part ``X >> 5``, sub-pixel ``X & 31``), its four neighbours' flat indices
+    (-1 outside the image) and its weights. (4, H W) int64 and (H W, 4) int32."""
+    m = torch.tensor(inverse, dtype=torch.float64)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    x0 = m[0] * xs + m[1] * ys + m[2]
+    y0 = m[3] * xs + m[4] * ys + m[5]
+    ww = m[6] * xs + m[7] * ys + m[8]
+    ww = torch.where(ww != 0, _TAB / ww, torch.zeros_like(ww))
+    bx = torch.round((x0 * ww).clamp(-(2**31), 2**31 - 1)).to(torch.int64)
+    by = torch.round((y0 * ww).clamp(-(2**31), 2**31 - 1)).to(torch.int64)
+    sx, sy = bx >> _INTER_BITS, by >> _INTER_BITS
+    frac = ((by & (_TAB - 1)) * _TAB + (bx & (_TAB - 1))).reshape(-1)
+    idx = []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            cx, cy = sx + dx, sy + dy
+            ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+            idx.append(torch.where(ok, cy * w + cx, torch.full_like(cx, -1)).reshape(-1))
+    return torch.stack(idx), _bilinear_table()[frac]
+
+
+def warp_perspective_cv2(x: torch.Tensor, inverse: tuple[float, ...]) -> torch.Tensor:
+    """``cv2.warpPerspective`` of every image of a uint8 (N, 3, H, W) batch, INTER_LINEAR, black border, given the
+    inverse (output-to-input) matrix: the 15-bit fixed-point sum of the four neighbours (0 outside), rounded."""
+    n, ch, h, w = x.shape
+    idx, wt = _perspective_plan(h, w, tuple(float(v) for v in inverse))
+    flat = torch.cat([x.reshape(n * ch, h * w), torch.zeros(n * ch, 1, dtype=x.dtype, device=x.device)], 1)
+    acc = torch.zeros(n * ch, h * w, dtype=torch.int32, device=x.device)
+    for k in range(4):
+        src = torch.where(idx[k] >= 0, idx[k], h * w).to(x.device)          # -1 -> the zero column
+        acc += flat.index_select(1, src).to(torch.int32) * wt[:, k].to(x.device)
+    return ((acc + (1 << (_COEF_BITS - 1))) >> _COEF_BITS).clamp_(0, 255).to(torch.uint8).reshape(n, ch, h, w)
+
+
+def tilt_matrix(w: int, h: int, degrees: float):
+    """make_cifar_p.py's tilt homography (l.208-236): ``P2 T RX RY P1`` with phi = theta = ``degrees``, focal length
+    ``sqrt(w^2 + h^2)``, the image moved that far along z. (3, 3) float64 numpy, input to output."""
+    import numpy as np
+
+    phi = theta = np.deg2rad(degrees)
+    f = np.sqrt(w**2 + h**2)
+    p1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
+                   [0, 0, 0, 1]])
+    ry = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0], [0, 0, 0, 1]])
+    t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    p2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+    return p2 @ t @ rx @ ry @ p1
+
+
+def tilt(x: torch.Tensor, p) -> torch.Tensor:
+    """make_cifar_p.py's tilt: ``cv2.warpPerspective(img, P2 T RX RY P1, (w, h))`` (OpenCV inverts the matrix)."""
+    import numpy as np
+
+    h, w = x.shape[-2:]
+    inverse = np.linalg.inv(tilt_matrix(w, h, float(p.angle)))
+    return warp_perspective_cv2(x, tuple(inverse.reshape(-1).tolist()))
+
+
 def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
     """make_cifar_p.py's zoom blur (l.133-144): frame 0 is the image; frame i the running mean of the image and
     its zooms ``affine(img, scale=1 + 0.004 k, BILINEAR)``, k = 1..i, summed as float32 ``ToTensor`` images in
@@ -122,4 +221,4 @@ def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
 SEQUENCES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"zoom_blur_sequence": zoom_blur_sequence}
 
 KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
-                                                                      "scale": scale, "shear": shear}
+                                                                      "scale": scale, "shear": shear, "tilt": tilt}
