@@ -86,6 +86,30 @@ def frames(name: str, img: np.ndarray, frames: int, params) -> list[np.ndarray]:
         h, w = img.shape[:2]
         for i in range(frames):
             out.append(cv2.warpPerspective(img, tilt_matrix(w, h, params(i).angle), (w, h)))
+    elif name == "spatter":
+        import cv2
+        from skimage.filters import gaussian
+
+        p = params(0)
+        x = cv2.cvtColor(np.array(img, dtype=np.float32) / 255.0, cv2.COLOR_BGR2BGRA)
+        layer = np.random.normal(size=img.shape[:2], loc=p.loc, scale=p.scale)  # noqa: NPY002  (the script's)
+        layer = gaussian(layer, sigma=p.sigma)
+        layer[layer < p.threshold] = 0
+        emboss = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+        color = None
+        for _ in range(frames):
+            li = (layer * 255).astype(np.uint8)
+            dist = cv2.distanceTransform(255 - cv2.Canny(li, 50, 150), cv2.DIST_L2, 5)
+            _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+            dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+            dist = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, emboss), (3, 3)).astype(np.float32)
+            m = cv2.cvtColor(li * dist, cv2.COLOR_GRAY2BGRA)
+            m = m / np.max(m, axis=(0, 1)) * p.intensity
+            if color is None:
+                color = cv2.cvtColor(np.concatenate([c / 255.0 * np.ones_like(m[..., :1]) for c in (175, 238, 238)],
+                                                    axis=2), cv2.COLOR_BGR2BGRA)
+            out.append(np.uint8(cv2.cvtColor(np.clip(x + m * color, 0, 1), cv2.COLOR_BGRA2BGR) * 255))
+            layer = np.apply_along_axis(lambda col: np.convolve(col, np.array(p.column_kernel), mode="same"), 0, layer)
     elif name == "snow":
         import cv2
         from imagecorruptions.corruptions import _motion_blur

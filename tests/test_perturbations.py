@@ -116,8 +116,9 @@ def test_bad_requests_are_refused_with_the_choices():
     x = _photos(32, 1)
     with pytest.raises(UnknownPerturbation, match="did you mean 'brightness'.*Accepted: gaussian_noise"):
         perturb(x, "brightnes", suite="cifar10-p")
-    with pytest.raises(NotGeneratedYet, match="not generated yet; generated: gaussian_noise, shot_noise"):
-        perturb(x, "spatter", suite="cifar10-p")
+    with pytest.raises(NotGeneratedYet, match="imagenet-p rotate is in the table but not generated yet; generated: "
+                                              "gaussian_noise, shot_noise"):
+        perturb(_photos(224, 1), "rotate", suite="imagenet-p")
     with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
         perturb(x, "gaussian_noise", suite="cifar10-p", difficulty=4)
     with pytest.raises(ValueError, match="unknown -P suite 'cifar10-c'"):
@@ -343,9 +344,10 @@ def test_rb_corrupt_writes_the_cifar_p_layout_and_resumes(tmp_path, cifar_root, 
     files_ = evaluate_stability(model, "cifar10-p", official=out, perturbations=["brightness", "gaussian_noise"],
                                 difficulty=3)
     assert fly["perturbations"] == files_["perturbations"]
-    for bad, why in (("brightnes", "did you mean 'brightness'"), ("spatter", "not generated yet")):
-        assert corrupt_main([*args[:5], str(tmp_path / "bad"), "--perturbations", bad]) == 2
-        assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert corrupt_main([*args[:5], str(tmp_path / "bad"), "--perturbations", "brightnes"]) == 2
+    assert "did you mean 'brightness'" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert corrupt_main(["--suite", "imagenet-p", "--data", str(root), "--out", str(tmp_path / "bad")]) == 2
+    assert "only the CIFAR-P .npy layout" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def _torchvision02_inverse_matrix(center, angle, scale, shear):
@@ -491,3 +493,51 @@ def test_tilt_frames_equal_opencvs_warp_perspective():
         for k in range(len(x)):
             want = cv2.warpPerspective(x[k].permute(1, 2, 0).numpy(), mat, (w, h))
             np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")
+
+
+def _script_spatter(img, normal, p, frames):
+    """make_*_p.py's spatter block with OpenCV, skimage and NumPy, on a given standard normal field."""
+    import cv2
+    from skimage.filters import gaussian
+
+    x = cv2.cvtColor(np.array(img, dtype=np.float32) / 255.0, cv2.COLOR_BGR2BGRA)
+    layer = gaussian(p.loc + p.scale * normal, sigma=p.sigma)
+    layer[layer < p.threshold] = 0
+    ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    out = []
+    for _ in range(frames):
+        li = (layer * 255).astype(np.uint8)
+        dist = cv2.distanceTransform(255 - cv2.Canny(li, 50, 150), cv2.DIST_L2, 5)
+        _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+        dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+        dist = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, ker), (3, 3)).astype(np.float32)
+        m = cv2.cvtColor(li * dist, cv2.COLOR_GRAY2BGRA)
+        m /= np.max(m, axis=(0, 1))
+        m *= p.intensity
+        color = cv2.cvtColor(np.concatenate([c / 255.0 * np.ones_like(m[..., :1]) for c in (175, 238, 238)], axis=2),
+                             cv2.COLOR_BGR2BGRA)
+        out.append(np.uint8(cv2.cvtColor(np.clip(x + m * color, 0, 1), cv2.COLOR_BGRA2BGR) * 255))
+        layer = np.apply_along_axis(lambda col: np.convolve(col, np.array(p.column_kernel), mode="same"), 0, layer)
+    return out
+
+
+@pytest.mark.parametrize("suite", ["cifar10-p", "tinyimagenet-p", "imagenet-p"])
+def test_spatter_frames_match_the_script_on_the_same_layer(suite, reference):
+    """Spatter: the script re-run (OpenCV's Canny, distance transform, equalisation and filters; the layer running
+    down its columns by np.convolve after each frame) on the normal field our sequence drew: PSNR >= 40 dB on
+    every frame, and the drops really move (the last frame differs from the first)."""
+    from robustbench_augmix.corruptions import Draws
+    from robustbench_augmix.perturbations import sequence_seeds
+
+    s = load_psuite(suite)
+    spec = s.perturbations["spatter"]
+    size = s.image_size
+    x = _photos(size, 2)
+    v = perturb(x, "spatter", suite=suite, seed=7, index=[0, 1]).permute(0, 1, 3, 4, 2).numpy()
+    normal = Draws(sequence_seeds(7, suite, "spatter", 1, 0, [0, 1])).normal(1, size, size)[:, 0].double().numpy()
+    frames = spec.frames if size < 224 else 8
+    for k in range(2):
+        want = _script_spatter(x[k].permute(1, 2, 0).numpy(), normal[k], spec.params(1, 0, s), frames)
+        for i in range(frames):
+            assert _psnr(v[k, i], want[i]) >= 40, (k, i, _psnr(v[k, i], want[i]))
+        assert not np.array_equal(v[k, 0], v[k, frames - 1])

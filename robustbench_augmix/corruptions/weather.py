@@ -225,6 +225,36 @@ def equalize_hist_u8(v: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, flat).reshape(v.shape)
 
 
+def liquid_layer(normal: torch.Tensor, p) -> torch.Tensor:
+    """The script's liquid layer from a standard normal (N, 1, H, W) field: N(loc, scale), skimage's Gaussian
+    filter (edge borders), values below ``threshold`` set to 0. float64."""
+    layer = p.loc + p.scale * normal.to(torch.float64)
+    layer = gaussian_filter(layer, float(p.sigma), mode="edge")
+    return torch.where(layer < p.threshold, torch.zeros_like(layer), layer)
+
+
+def water_mask(layer: torch.Tensor, intensity: float) -> torch.Tensor:
+    """The water drops of a liquid layer (IN l. 442-461): the layer's 8 bits, Canny edges, the capped chamfer
+    distance, box blur, equalisation, emboss, box blur; times the layer's 8 bits, scaled to ``intensity`` at its
+    maximum. (N, 1, H, W) float32."""
+    l8 = torch.remainder(torch.floor(layer * 255), 256)  # astype(uint8) truncates (and wraps above 255)
+    edges = canny_u8(l8, 50, 150)
+    dist = chamfer_distance_l2_5(edges, 20.0)  # 255 - Canny is 0 exactly on the edges
+    dist = torch.floor((_box3(dist) * (1.0 / 9)).to(torch.float32))  # blur float32, then astype(uint8)
+    dist = equalize_hist_u8(dist)
+    emb = _emboss(F.pad(dist.to(torch.float32), (1, 1, 1, 1), mode="reflect")).clamp(0, 255)
+    dist = torch.round(_box3(emb, torch.float32) / 9)  # 8-bit box blur rounds
+    m = l8.to(torch.float32) * dist
+    mx = m.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(mx > 0, m / mx.clamp(min=1e-30), torch.zeros_like(m)) * float(intensity)
+
+
+def add_water(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``clip(x + m * color)``, color (175, 238, 238) / 255 in the image's channel order (pale turquoise)."""
+    color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x + m.to(x.dtype) * color).clamp(0, 1)
+
+
 def _sample_spatter(d, h, w, p):
     return {"liquid": d.normal(1, h, w)}  # np.random.normal(size=(H, W)) (IN l. 438)
 
@@ -233,22 +263,9 @@ def _sample_spatter(d, h, w, p):
 def spatter(x, p, draws):
     """Spatter (IN l. 434-486): a blurred, thresholded normal field drawn as water (severities with
     mode 0: Canny edges -> chamfer distance -> equalised emboss, pale turquoise) or mud (mode 1)."""
-    layer = p.loc + p.scale * draws["liquid"].to(torch.float64)
-    layer = gaussian_filter(layer, float(p.sigma), mode="edge")
-    layer = torch.where(layer < p.threshold, torch.zeros_like(layer), layer)
+    layer = liquid_layer(draws["liquid"], p)
     if int(p.mode) == 0:
-        l8 = torch.remainder(torch.floor(layer * 255), 256)  # astype(uint8) truncates (and wraps above 255)
-        edges = canny_u8(l8, 50, 150)
-        dist = chamfer_distance_l2_5(edges, 20.0)  # 255 - Canny is 0 exactly on the edges
-        dist = torch.floor((_box3(dist) * (1.0 / 9)).to(torch.float32))  # blur float32, then astype(uint8)
-        dist = equalize_hist_u8(dist)
-        emb = _emboss(F.pad(dist.to(torch.float32), (1, 1, 1, 1), mode="reflect")).clamp(0, 255)
-        dist = torch.round(_box3(emb, torch.float32) / 9)  # 8-bit box blur rounds
-        m = l8.to(torch.float32) * dist
-        mx = m.amax(dim=(-2, -1), keepdim=True)
-        m = torch.where(mx > 0, m / mx.clamp(min=1e-30), torch.zeros_like(m)) * float(p.intensity)
-        color = torch.tensor([175 / 255, 238 / 255, 238 / 255], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x + m.to(x.dtype) * color).clamp(0, 1)
+        return add_water(x, water_mask(layer, float(p.intensity)))
     mud = gaussian_filter((layer > p.threshold).to(torch.float32), float(p.intensity), mode="edge")
     mud = torch.where(mud < 0.8, torch.zeros_like(mud), mud).to(x.dtype)
     color = torch.tensor([63 / 255, 42 / 255, 20 / 255], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)

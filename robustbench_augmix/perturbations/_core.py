@@ -18,8 +18,13 @@ from .._common import InputError, RBAError
 from ..corruptions._core import _check_size, _indices, apply_params
 from ..corruptions._ops import to_uint8
 from ..corruptions._rng import image_seeds
-from .geometric import KERNELS, SEQUENCES
+from .geometric import KERNELS, zoom_blur_sequence
 from .tables import PSuite, load_psuite
+from .weather import spatter_sequence
+
+# The kernels whose frames depend on the frames before: they make the whole sequence,
+# called as fn(images, spec, suite, seed, difficulty, indices).
+SEQUENCES = {"zoom_blur_sequence": zoom_blur_sequence, "spatter_sequence": spatter_sequence}
 
 __all__ = ["NotGeneratedYet", "UnknownPerturbation", "perturb", "sequence_seeds"]
 
@@ -87,7 +92,7 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
         images = to_uint8(images)
     idx = _indices(index, images.shape[0])
     if spec.kernel in SEQUENCES:                     # each frame depends on the ones before (zoom blur's mean)
-        return SEQUENCES[spec.kernel](images, spec.frames)
+        return SEQUENCES[spec.kernel](images, spec, s, int(seed), difficulty, idx)
     out = torch.empty((images.shape[0], spec.frames, *images.shape[1:]), dtype=torch.uint8, device=images.device)
     for i in range(spec.frames):
         if spec.noise and i == 0:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["KERNELS", "SEQUENCES", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "tilt",
+__all__ = ["KERNELS", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "tilt",
            "tilt_matrix", "translate", "warp_perspective_cv2", "zoom_blur_sequence"]
 
 
@@ -197,17 +197,19 @@ def tilt(x: torch.Tensor, p) -> torch.Tensor:
     return warp_perspective_cv2(x, tuple(inverse.reshape(-1).tolist()))
 
 
-def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
+def zoom_blur_sequence(x: torch.Tensor, spec, *_) -> torch.Tensor:
     """make_cifar_p.py's zoom blur (l.133-144): frame 0 is the image; frame i the running mean of the image and
     its zooms ``affine(img, scale=1 + 0.004 k, BILINEAR)``, k = 1..i, summed as float32 ``ToTensor`` images in
     that order, then ``ToPILImage``'s ``mul(255).byte()`` (truncation) of the sum over i + 1.
 
     Args:
-        x: (N, 3, H, W) uint8.
+        x: (N, 3, H, W) uint8; ``spec`` the perturbation (its frame count); the rest of the sequence-kernel call
+            (suite, seed, difficulty, indices) is unused: the sequence is deterministic.
     Returns:
         (N, frames, 3, H, W) uint8.
     """
     h, w = x.shape[-2:]
+    frames = spec.frames
     out = torch.empty((x.shape[0], frames, *x.shape[1:]), dtype=torch.uint8, device=x.device)
     out[:, 0] = x
     avg = x.float().div(255)
@@ -217,8 +219,6 @@ def zoom_blur_sequence(x: torch.Tensor, frames: int) -> torch.Tensor:
     return out
 
 
-# The kernels whose frames depend on the frames before: they make the whole sequence.
-SEQUENCES: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {"zoom_blur_sequence": zoom_blur_sequence}
 
 KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
                                                                       "scale": scale, "shear": shear, "tilt": tilt}

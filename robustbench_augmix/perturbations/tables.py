@@ -40,6 +40,7 @@ class PerturbationSpec:
     difficulty: tuple[tuple[float, ...], ...] = ((),)
     frame: Mapping[str, str] = field(default_factory=dict)
     sequence_draws: bool = False  # one random draw per sequence (snow's layer), not one per frame
+    constants: Mapping[str, Any] = field(default_factory=dict)  # values that are not numbers per difficulty
 
     @property
     def difficulties(self) -> tuple[int, ...]:
@@ -51,6 +52,7 @@ class PerturbationSpec:
         """The parameters of frame ``i`` at ``difficulty`` (the -C kernel's :class:`Params`)."""
         row = self.difficulty[difficulty - 1] if self.noise else self.difficulty[0]
         values = dict(zip(self.param_names, row, strict=True))
+        values.update(self.constants)
         values.update({k: _evaluate(_expression(e), i) for k, e in self.frame.items()})
         return Params(values, suite.image_size, suite.id)
 
@@ -137,7 +139,8 @@ def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
     return PerturbationSpec(name=name, family=raw["family"], split=raw["split"], frames=int(raw["frames"]),
                             noise=noise, source=raw["source"], kernel=raw.get("kernel", ""), param_names=names,
                             difficulty=rows, frame=MappingProxyType(frame),
-                            sequence_draws=raw.get("draws", "frame") == "sequence")
+                            sequence_draws=raw.get("draws", "frame") == "sequence",
+                            constants=MappingProxyType(dict(raw.get("constants", {}))))
 
 
 def _p_tables() -> dict[str, dict[str, Any]]:
