@@ -541,3 +541,16 @@ def test_spatter_frames_match_the_script_on_the_same_layer(suite, reference):
         for i in range(frames):
             assert _psnr(v[k, i], want[i]) >= 40, (k, i, _psnr(v[k, i], want[i]))
         assert not np.array_equal(v[k, 0], v[k, frames - 1])
+
+
+def test_the_cifar_mean_flip_probability_covers_cifar_p_evals_list():
+    """Every perturbation of cifar-p-eval.py's list is generated, so evaluate_stability's default computes the
+    CIFAR mean FP over all ten of them (spatter in place of snow), each FP a probability."""
+    from robustbench_augmix.evaluation.stability import evaluate_stability
+
+    res = evaluate_stability(_MeanModel(), "cifar10-p", images=_photos(32, 2), batch_size=2)
+    assert res["mean_flip_probability_over"] == list(load_psuite("cifar10-p").mean_fp)
+    assert "snow" not in res["perturbations"] and len(res["perturbations"]) == 10
+    assert all(0 <= r["flip_probability"] <= 1 for r in res["perturbations"].values())
+    assert res["mean_flip_probability"] == pytest.approx(np.mean([r["flip_probability"]
+                                                                  for r in res["perturbations"].values()]))

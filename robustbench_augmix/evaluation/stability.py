@@ -54,7 +54,9 @@ def evaluate_stability(model: torch.nn.Module, suite: str = "cifar10-p", *, imag
     Args:
         images: uint8 (N, 3, H, W) clean images at the suite's size, for sequences made on the fly; or
         official: the folder of the released ``.npy`` sequences (CIFAR-10/100-P).
-        perturbations: default the suite's test perturbations (those generated here when on the fly).
+        perturbations: default the list the suite's headline number averages: CIFAR's mean-FP list
+            (cifar-p-eval.py's, spatter in place of snow), else the test perturbations (on the fly, those
+            generated here).
         difficulty: 1..3, as ImageNet-P/test.py: the noise level of the noise sequences, a frame stride for
             the others.
         baseline: ``{"flip_probability": {p: FP}, "top5_distance": {p: T5D}}`` of the normalising model
@@ -67,8 +69,9 @@ def evaluate_stability(model: torch.nn.Module, suite: str = "cifar10-p", *, imag
     s = load_psuite(suite)
     if (images is None) == (official is None):
         raise EvaluationError("pass either images (sequences made on the fly) or official (the released files)")
+    # default: the list the suite's headline number averages (CIFAR: cifar-p-eval.py's; else the test split)
     names = list(perturbations) if perturbations is not None else [
-        p for p in s.names("test") if official is not None or s.perturbations[p].kernel]
+        p for p in (s.mean_fp or s.names("test")) if official is not None or s.perturbations[p].kernel]
     if not names:
         raise EvaluationError(f"no perturbation to evaluate on {s.id}")
     for p in names:
