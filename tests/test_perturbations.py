@@ -45,11 +45,21 @@ def test_the_tables_follow_the_reference_study():
     assert load_psuite("imagenet-p").perturbations["gaussian_noise"].difficulty == ((0.03,), (0.05,), (0.08,))
 
 
+def _source_photos(suite, n: int = 3) -> torch.Tensor:
+    """Photographs as ImageNet-P's / Tiny-ImageNet-P's geometric perturbations take them: the resized source,
+    shorter side ``source_size``, here wider than high (so the centre crop's arithmetic is exercised)."""
+    from PIL import Image
+
+    side = int(load_psuite(suite).meta["source_size"])
+    return torch.from_numpy(np.stack([np.asarray(Image.fromarray(photo(i, 2 * side)).resize((side + 37, side)))
+                                      for i in range(n)])).permute(0, 3, 1, 2).contiguous()
+
+
 @pytest.mark.parametrize("suite,name", CELLS)
 def test_every_generated_perturbation_makes_keyed_sequences(suite, name):
     s = load_psuite(suite)
     spec = s.perturbations[name]
-    x = _photos(s.image_size)
+    x = _source_photos(suite) if spec.on_source else _photos(s.image_size)
     v = perturb(x, name, suite=suite, seed=3, index=[5, 6, 7])
     assert v.shape == (3, spec.frames, 3, s.image_size, s.image_size) and v.dtype == torch.uint8
     if spec.noise:
@@ -116,9 +126,19 @@ def test_bad_requests_are_refused_with_the_choices():
     x = _photos(32, 1)
     with pytest.raises(UnknownPerturbation, match="did you mean 'brightness'.*Accepted: gaussian_noise"):
         perturb(x, "brightnes", suite="cifar10-p")
-    with pytest.raises(NotGeneratedYet, match="imagenet-p rotate is in the table but not generated yet; generated: "
+    import dataclasses
+
+    from robustbench_augmix.perturbations import check_perturbation
+
+    s = load_psuite("cifar10-p")   # every perturbation has a kernel now: a table entry without one, made here
+    partial = dataclasses.replace(s, perturbations={**s.perturbations, "rotate": dataclasses.replace(
+        s.perturbations["rotate"], kernel="")})
+    with pytest.raises(NotGeneratedYet, match="cifar10-p rotate is in the table but not generated yet; generated: "
                                               "gaussian_noise, shot_noise"):
+        check_perturbation("rotate", partial)
+    with pytest.raises(ValueError, match=r"warps the resized source image \(shorter side 256"):
         perturb(_photos(224, 1), "rotate", suite="imagenet-p")
+
     with pytest.raises(ValueError, match="difficulty must be 1, 2 or 3"):
         perturb(x, "gaussian_noise", suite="cifar10-p", difficulty=4)
     with pytest.raises(ValueError, match="unknown -P suite 'cifar10-c'"):
@@ -467,6 +487,19 @@ def test_snow_frames_match_the_script_on_the_same_layer(suite, reference):
             assert _psnr(v[k, i], want) >= 40, (k, i)
 
 
+def _script_tilt_matrix(w: int, h: int, degrees: float) -> np.ndarray:
+    """The tilt scripts' homography P2 T RX RY P1 (phi = theta = degrees, focal length sqrt(w^2 + h^2))."""
+    phi = theta = np.deg2rad(degrees)
+    f = np.sqrt(w ** 2 + h ** 2)
+    p1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
+                   [0, 0, 0, 1]])
+    ry = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0], [0, 0, 0, 1]])
+    t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    p2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
+    return p2 @ t @ rx @ ry @ p1
+
+
 def test_tilt_frames_equal_opencvs_warp_perspective():
     """make_cifar_p.py's tilt (l.208-236): cv2.warpPerspective(img, P2 T RX RY P1, (w, h)) with phi = theta =
     0.75 (i - 15) degrees, the homography built here as the script builds it; OpenCV 4's fixed-point bilinear
@@ -478,20 +511,10 @@ def test_tilt_frames_equal_opencvs_warp_perspective():
 
     x = _photos(32)
     v = perturb(x, "tilt", suite="cifar10-p").permute(0, 1, 3, 4, 2).numpy()
-    h = w = 32
-    f = np.sqrt(w ** 2 + h ** 2)
     for i in range(31):
-        phi = theta = np.deg2rad(0.75 * (i - 15))
-        p1 = np.array([[1, 0, -w / 2], [0, 1, -h / 2], [0, 0, 1], [0, 0, 1]])
-        rx = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
-                       [0, 0, 0, 1]])
-        ry = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0],
-                       [0, 0, 0, 1]])
-        t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
-        p2 = np.array([[f, 0, w / 2, 0], [0, f, h / 2, 0], [0, 0, 1, 0]])
-        mat = p2 @ t @ rx @ ry @ p1
+        mat = _script_tilt_matrix(32, 32, 0.75 * (i - 15))
         for k in range(len(x)):
-            want = cv2.warpPerspective(x[k].permute(1, 2, 0).numpy(), mat, (w, h))
+            want = cv2.warpPerspective(x[k].permute(1, 2, 0).numpy(), mat, (32, 32))
             np.testing.assert_array_equal(v[k, i], want, err_msg=f"frame {i}")
 
 
@@ -554,3 +577,52 @@ def test_the_cifar_mean_flip_probability_covers_cifar_p_evals_list():
     assert all(0 <= r["flip_probability"] <= 1 for r in res["perturbations"].values())
     assert res["mean_flip_probability"] == pytest.approx(np.mean([r["flip_probability"]
                                                                   for r in res["perturbations"].values()]))
+
+
+@pytest.mark.parametrize("suite", ["imagenet-p", "tinyimagenet-p"])
+def test_imagenet_geometric_frames_match_the_scripts_on_the_source_image(suite):
+    """make_imagenet_p.py / make_tinyimagenet_p.py warp the resized source image (here 256 x 293 and 64 x 101)
+    and centre-crop it: translate, rotate, scale and shear as torchvision 0.2's affine on Pillow, zoom blur as the
+    script's running mean, then CenterCrop. Every frame equal (shear within one level)."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    s = load_psuite(suite)
+    size = s.image_size
+    x = _source_photos(suite, 2)
+    h, w = x.shape[-2:]
+    centre = (w * 0.5 + 0.5, h * 0.5 + 0.5)
+
+    def crop(a):
+        return np.asarray(TF.center_crop(Image.fromarray(np.asarray(a)), [size, size]))
+
+    def affine(img, angle=0.0, scale=1.0, shear=0.0, translate=0, resample=Image.BILINEAR):
+        if translate:
+            return img.transform((w, h), Image.AFFINE, (1, 0, -translate, 0, 1, 0), Image.NEAREST)
+        return img.transform((w, h), Image.AFFINE, _torchvision02_inverse_matrix(centre, angle, scale, shear),
+                             resample)
+
+    cases = {"translate": lambda img, i: affine(img, translate=i - (20 if suite == "imagenet-p" else 15)),
+             "rotate": lambda img, i: affine(img, angle=i - 15.0),
+             "scale": lambda img, i: affine(img, scale=(i * 2.5 + 40) / 100.0),
+             "shear": lambda img, i: affine(img, shear=i - 15.0)}
+    for name, fn in cases.items():
+        v = perturb(x, name, suite=suite).permute(0, 1, 3, 4, 2).numpy()
+        for k in range(2):
+            img = Image.fromarray(x[k].permute(1, 2, 0).numpy())
+            for i in sorted({0, 3, 15, s.perturbations[name].frames - 1}):
+                diff = np.abs(v[k, i].astype(int) - crop(fn(img, i)))
+                assert diff.max() <= (1 if name == "shear" else 0), (name, k, i)
+    cv2 = pytest.importorskip("cv2")
+    if int(cv2.__version__.split(".")[0]) < 5:                      # OpenCV 4's warp, as for CIFAR's tilt
+        v = perturb(x, "tilt", suite=suite).permute(0, 1, 3, 4, 2).numpy()
+        for i in (0, 7, 30):
+            want = crop(cv2.warpPerspective(x[1].permute(1, 2, 0).numpy(), _script_tilt_matrix(w, h, i - 15.0),
+                                            (w, h)))
+            np.testing.assert_array_equal(v[1, i], want, err_msg=f"tilt {i}")
+    v = perturb(x, "zoom_blur", suite=suite).permute(0, 1, 3, 4, 2).numpy()
+    img = Image.fromarray(x[0].permute(1, 2, 0).numpy())
+    avg = TF.to_tensor(Image.fromarray(crop(img)))
+    for i in range(1, 31):
+        avg += TF.to_tensor(Image.fromarray(crop(affine(img, scale=1 + 0.004 * i))))
+        np.testing.assert_array_equal(v[0, i], np.asarray(TF.to_pil_image(avg / (i + 1))), err_msg=f"zoom {i}")

@@ -55,13 +55,25 @@ def sequence_seeds(seed: int, suite: str, name: str, difficulty: int, frame: int
     return image_seeds(seed, suite, f"{name}@{difficulty}", frame, index)
 
 
+def _center_crop(size: int):
+    """torchvision's ``CenterCrop(size)``: top ``int(round((h - size) / 2))``, left likewise."""
+    def crop(t: torch.Tensor) -> torch.Tensor:
+        h, w = t.shape[-2:]
+        top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+        return t[..., top:top + size, left:left + size]
+    return crop
+
+
 def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p", difficulty: int = 1,
             seed: int = 0, index=None) -> torch.Tensor:
     """The frames of a -P sequence for each image.
 
     Args:
         images: (N, 3, H, W) uint8, or float in [0, 1] (floored to 8-bit levels first, as the reference's
-            frames are 8-bit images), at the suite's size after its preprocessing (``PSuite.meta["preprocess"]``).
+            frames are 8-bit images), at the suite's size after its preprocessing (``PSuite.meta["preprocess"]``);
+            for ImageNet-P's and Tiny-ImageNet-P's geometric perturbations (``on_source`` in the table) the
+            resized source image instead (shorter side ``meta["source_size"]``), which they warp before the
+            centre crop, as the scripts do.
         perturbation: a name from ``perturbation_names(suite, "all")`` that has a kernel.
         difficulty: 1..3; for the noise sequences it picks the noise level (the released ``<name>_<d>`` sets);
             for the others it changes nothing here (it strides the frames when they are scored).
@@ -91,16 +103,25 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
             raise InputError("images must be uint8, or float in [0, 1]")
         images = to_uint8(images)
     idx = _indices(index, images.shape[0])
+    size = s.image_size
+    if spec.on_source:
+        # ImageNet-P / Tiny-ImageNet-P warp the resized source image (shorter side 256 / 64), then centre-crop.
+        if min(images.shape[-2:]) != int(s.meta["source_size"]):
+            raise InputError(f"{s.id} {perturbation} warps the resized source image (shorter side "
+                             f"{s.meta['source_size']}, before the {size}-px centre crop), got "
+                             f"{tuple(images.shape[-2:])}")
+    crop = _center_crop(size) if spec.on_source else (lambda t: t)
     if spec.kernel in SEQUENCES:                     # each frame depends on the ones before (zoom blur's mean)
-        return SEQUENCES[spec.kernel](images, spec, s, int(seed), difficulty, idx)
-    out = torch.empty((images.shape[0], spec.frames, *images.shape[1:]), dtype=torch.uint8, device=images.device)
+        return SEQUENCES[spec.kernel](images, spec, s, int(seed), difficulty, idx, crop)
+    out = torch.empty((images.shape[0], spec.frames, 3, *crop(images).shape[-2:]), dtype=torch.uint8,
+                      device=images.device)
     for i in range(spec.frames):
         if spec.noise and i == 0:
             out[:, 0] = images                       # the clean frame the noisy ones are compared with
             continue
         params = spec.params(difficulty, i, s)
         if spec.kernel in KERNELS:                   # a -P kernel (geometric): deterministic, on the levels
-            out[:, i] = KERNELS[spec.kernel](images, params)
+            out[:, i] = crop(KERNELS[spec.kernel](images, params))
             continue
         # a sequence-wide draw (snow's layer) is keyed as frame 0's, so every frame sees the same one
         seeds = sequence_seeds(int(seed), s.id, perturbation, difficulty, 0 if spec.sequence_draws else i, idx)

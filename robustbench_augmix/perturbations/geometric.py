@@ -197,24 +197,27 @@ def tilt(x: torch.Tensor, p) -> torch.Tensor:
     return warp_perspective_cv2(x, tuple(inverse.reshape(-1).tolist()))
 
 
-def zoom_blur_sequence(x: torch.Tensor, spec, *_) -> torch.Tensor:
+def zoom_blur_sequence(x: torch.Tensor, spec, suite=None, seed=0, difficulty=1, idx=(),
+                       crop=lambda t: t) -> torch.Tensor:
     """make_cifar_p.py's zoom blur (l.133-144): frame 0 is the image; frame i the running mean of the image and
     its zooms ``affine(img, scale=1 + 0.004 k, BILINEAR)``, k = 1..i, summed as float32 ``ToTensor`` images in
     that order, then ``ToPILImage``'s ``mul(255).byte()`` (truncation) of the sum over i + 1.
 
     Args:
-        x: (N, 3, H, W) uint8; ``spec`` the perturbation (its frame count); the rest of the sequence-kernel call
-            (suite, seed, difficulty, indices) is unused: the sequence is deterministic.
+        x: (N, 3, H, W) uint8; ``spec`` the perturbation (its frame count); ``crop`` the centre crop after the
+            zoom (ImageNet-P: the zooms act on the 256-px image); seed, difficulty and indices are unused: the
+            sequence is deterministic.
     Returns:
         (N, frames, 3, H, W) uint8.
     """
     h, w = x.shape[-2:]
     frames = spec.frames
-    out = torch.empty((x.shape[0], frames, *x.shape[1:]), dtype=torch.uint8, device=x.device)
-    out[:, 0] = x
-    avg = x.float().div(255)
+    first = crop(x)
+    out = torch.empty((x.shape[0], frames, *first.shape[1:]), dtype=torch.uint8, device=x.device)
+    out[:, 0] = first
+    avg = first.float().div(255)
     for i in range(1, frames):
-        avg += affine_pil(x, inverse_affine_matrix(w, h, 0.0, 1 + 0.004 * i)).float().div(255)
+        avg += crop(affine_pil(x, inverse_affine_matrix(w, h, 0.0, 1 + 0.004 * i))).float().div(255)
         out[:, i] = (avg / (i + 1)).mul(255).to(torch.uint8)
     return out
 

@@ -41,6 +41,7 @@ class PerturbationSpec:
     frame: Mapping[str, str] = field(default_factory=dict)
     sequence_draws: bool = False  # one random draw per sequence (snow's layer), not one per frame
     constants: Mapping[str, Any] = field(default_factory=dict)  # values that are not numbers per difficulty
+    on_source: bool = False  # warps the resized source image, then the centre crop (ImageNet-P's geometric ones)
 
     @property
     def difficulties(self) -> tuple[int, ...]:
@@ -140,7 +141,8 @@ def _parse(name: str, raw: Mapping[str, Any], where: str) -> PerturbationSpec:
                             noise=noise, source=raw["source"], kernel=raw.get("kernel", ""), param_names=names,
                             difficulty=rows, frame=MappingProxyType(frame),
                             sequence_draws=raw.get("draws", "frame") == "sequence",
-                            constants=MappingProxyType(dict(raw.get("constants", {}))))
+                            constants=MappingProxyType(dict(raw.get("constants", {}))),
+                            on_source=bool(raw.get("on_source", False)))
 
 
 def _p_tables() -> dict[str, dict[str, Any]]:

@@ -27,7 +27,7 @@ def run_down(layer: torch.Tensor, kernel: tuple[float, ...]) -> torch.Tensor:
     return out
 
 
-def spatter_sequence(images: torch.Tensor, spec, suite, seed: int, difficulty: int, idx) -> torch.Tensor:
+def spatter_sequence(images: torch.Tensor, spec, suite, seed: int, difficulty: int, idx, crop=None) -> torch.Tensor:
     """make_*_p.py's spatter: one liquid layer per sequence (a normal field keyed like frame 0's draws); frame i
     adds the water drops of the layer as it is then (the -C spatter's water mask, scaled to ``intensity``), and
     after each frame the layer runs down its columns by ``column_kernel``. (N, T, 3, H, W) uint8."""
