@@ -69,3 +69,40 @@ def make_gallery(image: Image.Image | None = None, suite: str = "imagenet-c", se
     for k, line in enumerate(caption):
         draw.text((6, 20 + len(rows) * (size + pad) + 2 + 14 * k), line, fill="black")
     return canvas, notes
+
+
+def make_sequence_gallery(image: Image.Image | None = None, suite: str = "cifar10-p", seed: int = 0,
+                          columns: int = 8, tile: int | None = None) -> Image.Image:
+    """Rows: the -P suite's perturbations (test, then validation); columns: ``columns`` frames spread over each
+    sequence, first and last included, labelled with their frame index. The geometric perturbations of
+    ImageNet-P and Tiny-ImageNet-P get the resized source image (shorter side ``source_size``), as they warp it
+    before the centre crop; the others the suite-size crop."""
+    from .perturbations import load_psuite, perturb
+
+    s = load_psuite(suite)
+    img = (image or default_image()).convert("RGB")
+    crop = fit_to_suite(img, s.image_size, resize_crop=True)
+    source = None
+    if s.meta.get("source_size"):
+        side = int(s.meta["source_size"])
+        w, h = img.size
+        source = np.asarray(img.resize((max(side, round(w * side / h)), side) if w >= h
+                                       else (side, max(side, round(h * side / w))), Image.BILINEAR))
+    size = tile or max(s.image_size, 96)
+    label_w, pad = 150, 4
+    names = s.names("test") + s.names("validation")
+    canvas = Image.new("RGB", (label_w + columns * (size + pad), 6 + len(names) * (size + 16 + pad)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, name in enumerate(names):
+        spec = s.perturbations[name]
+        a = source if spec.on_source else crop
+        frames = perturb(torch.from_numpy(np.array(a)).permute(2, 0, 1)[None], name, suite=suite,
+                         seed=seed)[0]
+        picks = sorted({round(k * (spec.frames - 1) / (columns - 1)) for k in range(columns)})
+        y0 = 6 + r * (size + 16 + pad)
+        draw.text((6, y0 + size // 2), f"{name} ({spec.frames})", fill="black")
+        for j, i in enumerate(picks):
+            tile_img = Image.fromarray(frames[i].permute(1, 2, 0).numpy()).resize((size, size), Image.NEAREST)
+            canvas.paste(tile_img, (label_w + j * (size + pad), y0 + 14))
+            draw.text((label_w + j * (size + pad) + 2, y0), f"frame {i}", fill="black")
+    return canvas

@@ -626,3 +626,25 @@ def test_imagenet_geometric_frames_match_the_scripts_on_the_source_image(suite):
     for i in range(1, 31):
         avg += TF.to_tensor(Image.fromarray(crop(affine(img, scale=1 + 0.004 * i))))
         np.testing.assert_array_equal(v[0, i], np.asarray(TF.to_pil_image(avg / (i + 1))), err_msg=f"zoom {i}")
+
+
+def test_rb_corrupt_gallery_of_a_p_suite(tmp_path, capsys):
+    """rb-corrupt --suite cifar10-p --gallery: one row per perturbation (14), 8 frames each, a picture a person can
+    look at; the first and last tiles of the translate row are the sequence's frames 0 and 15."""
+    from PIL import Image
+
+    from robustbench_augmix.cli.corrupt import main as corrupt_main
+
+    out = tmp_path / "p.png"
+    assert corrupt_main(["--suite", "cifar10-p", "--gallery", str(out)]) == 0
+    assert "8 frames of each perturbation" in capsys.readouterr().out
+    pic = Image.open(out)
+    size, pad, label_w = 96, 4, 150
+    assert pic.size == (label_w + 8 * (size + pad), 6 + 14 * (size + 16 + pad))
+    # a tile is a frame: the translate row (7th) starts shifted left (black on the right) and ends shifted right
+    row = 6
+    y0 = 6 + row * (size + 16 + pad) + 14
+    first = np.asarray(pic.crop((label_w, y0, label_w + size, y0 + size)))
+    last = np.asarray(pic.crop((label_w + 7 * (size + pad), y0, label_w + 7 * (size + pad) + size, y0 + size)))
+    assert first[:, -10:].max() == 0 and first[:, :10].max() > 0
+    assert last[:, :20].max() == 0 and last[:, -10:].max() > 0

@@ -17,6 +17,7 @@ EXAMPLES = """examples:
   rb-corrupt --suite cifar10-c --data ~/data/cifar10 --out ~/data/CIFAR-10-C
   rb-corrupt --suite imagenet-c --data /datasets/imagenet/val --out /datasets/ImageNet-C --shard 0/4
   rb-corrupt --suite cifar10-p --data ~/data/cifar10 --out ~/data/CIFAR-10-P   # the -P sequences generated here
+  rb-corrupt --suite imagenet-p --gallery p.png          # 8 frames of every perturbation on a sample photo
 """
 
 
@@ -120,7 +121,19 @@ def main(argv=None) -> int:
     except RBAError as e:
         return _fail(console, str(e))
     if sequences and args.gallery:
-        return _fail(console, f"--gallery shows the -C suites; {args.suite} has no gallery yet")
+        from PIL import Image
+
+        from ..gallery import make_sequence_gallery
+
+        try:
+            img = Image.open(args.image) if args.image else None
+        except OSError as e:
+            return _fail(console, f"--image {args.image}: cannot read it ({e})")
+        pic = make_sequence_gallery(img, suite=suite.id, seed=args.seed)
+        pic.save(args.gallery)
+        print(f"wrote {args.gallery}: {suite.name}, {pic.size[0]}x{pic.size[1]} px, 8 frames of each perturbation "
+              f"(seed {args.seed})")
+        return 0
 
     if args.gallery:
         from PIL import Image
