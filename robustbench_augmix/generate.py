@@ -76,12 +76,11 @@ class Generator:
 
     def __init__(self, plan: Plan, progress: Callable[[int], None] | None = None) -> None:
         self.plan = plan
-        self.suite = load_suite(plan.suite)
+        self.suite = self._load_suite(plan.suite)
+        self._check_units(plan.corruptions)
         self.source = open_source(plan.data, self.suite)
         self.out = Path(plan.out).expanduser()
         self.progress = progress or (lambda n: None)
-        for c in plan.corruptions:
-            check_corruption(c, self.suite)
         self.n = len(self.source) if plan.limit is None else min(plan.limit, len(self.source))
         root = getattr(self.source, "root", None)
         if root is not None and self.suite.layout == "imagefolder" and inside(self.out, root):
@@ -91,6 +90,13 @@ class Generator:
         self._skipped_rel: dict[tuple, list[str]] = {}
         if self.suite.layout == "imagefolder":
             self._check_collisions()
+
+    def _load_suite(self, suite_id: str):
+        return load_suite(suite_id)
+
+    def _check_units(self, names: Sequence[str]) -> None:
+        for c in names:
+            check_corruption(c, self.suite)
 
     # ---------------------------------------------------------------- run identity and resumption
     def config(self) -> dict:
@@ -378,25 +384,22 @@ class SequenceGenerator(Generator):
     noise sequences also at difficulties 2 and 3 as ``<perturbation>_<d>.npy``; no labels file (the release
     has none: sequence k is test image k). One work unit = one file, written batch by batch into a memory
     map under its temporary name, then renamed. ``Plan.corruptions`` holds the file stems (``"rotate"``,
-    ``"gaussian_noise_2"``); :func:`sequence_units` lists a suite's."""
+    ``"gaussian_noise_2"``); ``PSuite.release_stems`` lists a suite's."""
 
-    def __init__(self, plan: Plan, progress: Callable[[int], None] | None = None) -> None:
-        from .perturbations import check_perturbation, load_psuite
+    def _load_suite(self, suite_id: str):
+        from .perturbations import load_psuite
 
-        self.plan = plan
-        self.suite = load_psuite(plan.suite)
-        if self.suite.layout != "npy":
-            raise InputError(f"rb-corrupt writes {self.suite.name} ({self.suite.layout} layout) not yet: only the "
-                             "CIFAR-P .npy layout")
-        for stem in plan.corruptions:
-            name, d = split_stem(stem, self.suite)
-            check_perturbation(name, self.suite)
-        self.source = open_source(plan.data, self.suite)
-        self.out = Path(plan.out).expanduser()
-        self.progress = progress or (lambda n: None)
-        self.n = len(self.source) if plan.limit is None else min(plan.limit, len(self.source))
-        self.source_fingerprint = fingerprint(self.source)
-        self._skipped_rel = {}
+        suite = load_psuite(suite_id)
+        if suite.layout != "npy":
+            raise InputError(f"rb-corrupt writes {suite.name} ({suite.layout} layout) not yet: only the CIFAR-P .npy "
+                             "layout")
+        return suite
+
+    def _check_units(self, stems: Sequence[str]) -> None:
+        from .perturbations import check_perturbation
+
+        for stem in stems:
+            check_perturbation(self.suite.split_stem(stem)[0], self.suite)
 
     def config(self) -> dict:
         p = self.plan
@@ -406,7 +409,7 @@ class SequenceGenerator(Generator):
     def _run_npy_unit(self, stem: str) -> dict[str, str]:
         from .perturbations import perturb
 
-        name, d = split_stem(stem, self.suite)
+        name, d = self.suite.split_stem(stem)
         frames, size, n, bs = self.suite.perturbations[name].frames, self.suite.image_size, self.n, self.plan.batch_size
         target = self.out / f"{stem}.npy"
 
@@ -428,25 +431,9 @@ class SequenceGenerator(Generator):
         pass  # the released CIFAR-P has no labels file
 
     def space_needed(self) -> int:
-        per = {stem: self.suite.perturbations[split_stem(stem, self.suite)[0]].frames for stem in self.plan.corruptions}
-        return sum(f * self.n * self.suite.image_size ** 2 * 3 + 128 for f in per.values())
+        frames = [self.suite.perturbations[self.suite.split_stem(stem)[0]].frames for stem in self.plan.corruptions]
+        return sum(f * self.n * self.suite.image_size ** 2 * 3 + 128 for f in frames)
 
     def total_images(self) -> int:
         units = [u for i, u in enumerate(self.units()) if i % self.plan.shard[1] == self.plan.shard[0]]
         return len(units) * self.n
-
-
-def split_stem(stem: str, suite) -> tuple[str, int]:
-    """``"gaussian_noise_2"`` -> ``("gaussian_noise", 2)``; ``"rotate"`` -> ``("rotate", 1)``."""
-    name, _, d = stem.rpartition("_")
-    if d in ("2", "3") and name in suite.perturbations and suite.perturbations[name].noise:
-        return name, int(d)
-    return stem, 1
-
-
-def sequence_units(suite, names: Sequence[str] | None = None) -> list[str]:
-    """The files of a -P suite's release for ``names`` (default: every perturbation generated here): each name,
-    and for the noise sequences also ``<name>_2`` and ``<name>_3``."""
-    names = list(names) if names is not None else suite.generated()
-    return [f"{n}{'' if d == 1 else f'_{d}'}" for n in names
-            for d in ((1, 2, 3) if suite.perturbations.get(n) is not None and suite.perturbations[n].noise else (1,))]

@@ -270,19 +270,23 @@ def frame_pairs(frames: int, noise: bool, difficulty: int = 1) -> np.ndarray:
     return np.asarray(pairs, np.int64)
 
 
+def flip_probabilities(predictions: np.ndarray, noise: bool, difficulty: int = 1) -> np.ndarray:
+    """Per sequence, the share of its :func:`frame_pairs` whose (N, T) top-1 predictions differ: (N,)."""
+    p = np.asarray(predictions)
+    if p.ndim != 2:
+        raise InputError(f"predictions must be (sequences, frames), got shape {p.shape}")
+    a, b = frame_pairs(p.shape[1], noise, difficulty).T
+    return (p[:, a] != p[:, b]).mean(axis=1)
+
+
 def flip_probability(predictions: np.ndarray, noise: bool, difficulty: int = 1) -> float:
-    """FP of (N, T) top-1 predictions: per sequence the share of :func:`frame_pairs` that differ, then the
-    mean over sequences.
+    """FP: :func:`flip_probabilities` averaged over sequences.
 
     Examples:
         >>> flip_probability(np.array([[1, 1, 2, 2], [3, 3, 3, 3]]), noise=False)  # (1/3 + 0) / 2
         0.16666666666666666
     """
-    p = np.asarray(predictions)
-    if p.ndim != 2:
-        raise InputError(f"predictions must be (sequences, frames), got shape {p.shape}")
-    a, b = frame_pairs(p.shape[1], noise, difficulty).T
-    return float((p[:, a] != p[:, b]).mean(axis=1).mean())
+    return float(flip_probabilities(predictions, noise, difficulty).mean())
 
 
 def ordinal_ranks(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._common import InputError
 
@@ -31,6 +32,7 @@ def draw_cutout(rngs: Sequence[np.random.Generator], height: int, width: int) ->
     util/cutout.py): (N, 2) int64 ``(row, column)``."""
     return torch.tensor([[int(r.integers(height)), int(r.integers(width))] for r in rngs],
                         dtype=torch.int64).reshape(len(rngs), 2)
+
 
 def cutout(x: torch.Tensor, centres: torch.Tensor, length: int) -> torch.Tensor:
     """Zero one ``length`` x ``length`` square per image: rows ``[cy - length//2, cy + length//2)`` and the
@@ -108,8 +110,6 @@ def cutmix(x: torch.Tensor, draw: BoxMix) -> torch.Tensor:
 def mixed_cross_entropy(logits: torch.Tensor, y: torch.Tensor, draw: BoxMix) -> torch.Tensor:
     """``lam CE(logits, y) + (1 - lam) CE(logits, y[perm])``: the loss of both papers, equal to the
     cross-entropy against the labels mixed with the same weight."""
-    import torch.nn.functional as F
-
     loss = F.cross_entropy(logits, y)
     if draw.lam == 1.0:
         return loss

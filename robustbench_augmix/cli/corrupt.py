@@ -182,7 +182,7 @@ def main(argv=None) -> int:
 def _sequences(args, suite, console: Console) -> int:
     """The -P path: one file per perturbation (and per noise difficulty), as the release has them."""
     from .._common import RBAError, check_device
-    from ..generate import Plan, SequenceGenerator, sequence_units
+    from ..generate import Plan, SequenceGenerator
 
     try:
         names = [n.strip() for n in args.corruptions.split(",")] if args.corruptions else None
@@ -191,7 +191,7 @@ def _sequences(args, suite, console: Console) -> int:
 
             check_perturbation(n, suite)
         check_device(args.device)
-        plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=sequence_units(suite, names),
+        plan = Plan(suite=suite.id, data=args.data, out=args.out, corruptions=suite.release_stems(names),
                     severities=(1,), seed=args.seed, batch_size=args.batch_size, device=args.device,
                     shard=_shard(args.shard), on_error=args.on_error, limit=args.limit,
                     allow_existing=args.allow_existing)

@@ -29,7 +29,7 @@ def official_sequences(folder: str | Path, suite: str, name: str, difficulty: in
     ``(N, frames, size, size, 3)`` with the table's frame count and the suite's size."""
     s = load_psuite(suite)
     spec = s.perturbations[name]
-    path = Path(folder).expanduser() / (f"{name}_{difficulty}.npy" if spec.noise and difficulty > 1 else f"{name}.npy")
+    path = Path(folder).expanduser() / f"{s.release_stem(name, difficulty)}.npy"
     if not path.is_file():
         raise EvaluationError(f"{path} does not exist: --source official needs the released {s.name} files "
                               f"(<perturbation>.npy) in {folder}")
@@ -99,9 +99,7 @@ def evaluate_stability(model: torch.nn.Module, suite: str = "cifar10-p", *, imag
                 frames = perturb(images[idx[0]: idx[-1] + 1], name, suite=suite, difficulty=difficulty, seed=seed,
                                  index=idx)
             logits = _logits(model, frames, pre, dev)                        # (B, T, K)
-            pred = logits.argmax(-1)
-            a, b = metrics.frame_pairs(spec.frames, spec.noise, difficulty).T
-            fp.append((pred[:, a] != pred[:, b]).mean(axis=1))
+            fp.append(metrics.flip_probabilities(logits.argmax(-1), spec.noise, difficulty))
             t5d.append(metrics.top5_distances(logits, spec.noise, difficulty))
         out["perturbations"][name] = {"flip_probability": float(np.concatenate(fp).mean()),
                                       "top5_distance": float(np.concatenate(t5d).mean()), "frames": spec.frames,

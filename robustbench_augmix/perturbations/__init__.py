@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 from .._common import lazy_exports
-from .tables import SPLITS, PerturbationSpec, PSuite, load_psuite, perturbation_names, psuites
+from .tables import DIFFICULTIES, SPLITS, PerturbationSpec, PSuite, load_psuite, perturbation_names, psuites
 
 _LAZY = dict.fromkeys(("NotGeneratedYet", "UnknownPerturbation", "check_perturbation", "perturb", "sequence_seeds"),
                       "_core")
 
-__all__ = ["SPLITS", "NotGeneratedYet", "PSuite", "PerturbationSpec", "UnknownPerturbation", "check_perturbation",
-           "load_psuite", "perturb", "perturbation_names", "psuites", "sequence_seeds"]
+__all__ = ["DIFFICULTIES", "SPLITS", "NotGeneratedYet", "PSuite", "PerturbationSpec", "UnknownPerturbation",
+           "check_perturbation", "load_psuite", "perturb", "perturbation_names", "psuites", "sequence_seeds"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -19,7 +19,7 @@ from ..corruptions._core import _check_size, _indices, apply_params
 from ..corruptions._ops import to_uint8
 from ..corruptions._rng import image_seeds
 from .geometric import KERNELS, zoom_blur_sequence
-from .tables import PSuite, load_psuite
+from .tables import DIFFICULTIES, PSuite, load_psuite
 from .weather import spatter_sequence
 
 # The kernels whose frames depend on the frames before: they make the whole sequence,
@@ -92,7 +92,7 @@ def perturb(images: torch.Tensor, perturbation: str, *, suite: str = "imagenet-p
     s = load_psuite(suite)
     check_perturbation(perturbation, s)
     spec = s.perturbations[perturbation]
-    if isinstance(difficulty, bool) or difficulty not in spec.difficulties:
+    if isinstance(difficulty, bool) or difficulty not in DIFFICULTIES:
         raise InputError(f"difficulty must be 1, 2 or 3, got {difficulty!r}")
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise InputError(f"images must be an (N, 3, H, W) tensor, got "

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["KERNELS", "affine_pil", "inverse_affine_matrix", "rotate", "scale", "shear", "tilt",
-           "tilt_matrix", "translate", "warp_perspective_cv2", "zoom_blur_sequence"]
+__all__ = ["KERNELS", "affine", "affine_pil", "inverse_affine_matrix", "tilt", "tilt_matrix", "translate",
+           "warp_perspective_cv2", "zoom_blur_sequence"]
 
 
 def translate(x: torch.Tensor, p) -> torch.Tensor:
@@ -80,22 +80,11 @@ def affine_pil(x: torch.Tensor, matrix: tuple[float, ...]) -> torch.Tensor:
     return v.masked_fill_(~inside.to(x.device), 0.0).to(torch.uint8).reshape(n, ch, h, w)
 
 
-def rotate(x: torch.Tensor, p) -> torch.Tensor:
-    """torchvision's ``affine(img, angle, (0, 0), 1, 0, resample=BILINEAR)`` on the PIL image, no crop
-    (make_cifar_p.py's rotate)."""
-    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], float(p.angle), 1.0))
-
-
-def scale(x: torch.Tensor, p) -> torch.Tensor:
-    """torchvision's ``affine(img, 0, (0, 0), scale, 0, resample=BILINEAR)`` on the PIL image (make_cifar_p.py
-    l.238-247; its CenterCrop(32) of a 32-px frame keeps it as it is)."""
-    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, float(p.scale)))
-
-
-def shear(x: torch.Tensor, p) -> torch.Tensor:
-    """torchvision 0.2's ``affine(img, 0, (0, 0), 1, shear, resample=BILINEAR)`` on the PIL image
-    (make_cifar_p.py l.320-327; its CenterCrop(32) of a 32-px frame keeps it as it is)."""
-    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], 0.0, 1.0, float(p.shear)))
+def affine(x: torch.Tensor, p) -> torch.Tensor:
+    """torchvision 0.2's ``affine(img, angle, (0, 0), scale, shear, resample=BILINEAR)`` on the PIL image, the
+    frame's ``angle``, ``scale`` or ``shear`` (0, 1, 0 when absent): the scripts' rotate, scale and shear."""
+    return affine_pil(x, inverse_affine_matrix(x.shape[-1], x.shape[-2], float(p.get("angle", 0.0)),
+                                               float(p.get("scale", 1.0)), float(p.get("shear", 0.0))))
 
 
 # ------------------------------------------------------------------------------------------------ tilt
@@ -107,7 +96,7 @@ _TAB = 1 << _INTER_BITS
 def _bilinear_table() -> torch.Tensor:
     """OpenCV's fixed-point bilinear weights (imgwarp.cpp ``initInterTab2D`` for INTER_LINEAR): for each of the
     32 x 32 sub-pixel positions, the four weights ``(1 - fy)(1 - fx), (1 - fy) fx, fy (1 - fx), fy fx`` in float32,
-    rounded to 15-bit integers, the rounding error taken off the largest (sum too big) or added to the smallest
+    rounded to 15-bit integers, the rounding error taken off the smallest (sum too big) or added to the largest
     (sum too small) of them so that they sum to 2**15. (1024, 4) int32."""
     import numpy as np
 
@@ -223,5 +212,5 @@ def zoom_blur_sequence(x: torch.Tensor, spec, suite=None, seed=0, difficulty=1, 
 
 
 
-KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "rotate": rotate,
-                                                                      "scale": scale, "shear": shear, "tilt": tilt}
+KERNELS: dict[str, Callable[[torch.Tensor, object], torch.Tensor]] = {"translate": translate, "affine": affine,
+                                                                      "tilt": tilt}

@@ -11,7 +11,7 @@ import functools
 import hashlib
 import json
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -20,6 +20,7 @@ from .._common import InputError
 from ..corruptions.suites import FAMILIES, Params, all_raw_tables, dataset_facts, table_parts
 
 SPLITS = ("test", "validation")
+DIFFICULTIES = (1, 2, 3)  # test.py --difficulty: the noise sequences' level (separate data), the others' frame stride
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,6 @@ class PerturbationSpec:
     sequence_draws: bool = False  # one random draw per sequence (snow's layer), not one per frame
     constants: Mapping[str, Any] = field(default_factory=dict)  # values that are not numbers per difficulty
     on_source: bool = False  # warps the resized source image, then the centre crop (ImageNet-P's geometric ones)
-
-    @property
-    def difficulties(self) -> tuple[int, ...]:
-        """The difficulties the perturbation has: 1..3 for the noise sequences (separate data), 1..3 for the
-        others too (a frame stride), as test.py takes them."""
-        return (1, 2, 3)
 
     def params(self, difficulty: int, i: int, suite: PSuite) -> Params:
         """The parameters of frame ``i`` at ``difficulty`` (the -C kernel's :class:`Params`)."""
@@ -85,6 +80,25 @@ class PSuite:
     def generated(self) -> list[str]:
         """The perturbations that have a kernel here."""
         return [n for n, p in self.perturbations.items() if p.kernel]
+
+    def release_stem(self, name: str, difficulty: int = 1) -> str:
+        """The released file stem of a sequence set: ``name``, and ``<name>_<d>`` for a noise sequence at
+        difficulty d > 1 (the reference's separate data sets; the other perturbations' difficulty is a stride)."""
+        return f"{name}_{difficulty}" if self.perturbations[name].noise and difficulty > 1 else name
+
+    def split_stem(self, stem: str) -> tuple[str, int]:
+        """:meth:`release_stem` undone: ``"gaussian_noise_2"`` -> ``("gaussian_noise", 2)``."""
+        name, _, d = stem.rpartition("_")
+        if d in ("2", "3") and name in self.perturbations and self.perturbations[name].noise:
+            return name, int(d)
+        return stem, 1
+
+    def release_stems(self, names: Sequence[str] | None = None) -> list[str]:
+        """Every file of the release for ``names`` (default: every perturbation generated here): each name, the
+        noise sequences at every difficulty."""
+        names = list(names) if names is not None else self.generated()
+        return [self.release_stem(n, d) for n in names
+                for d in (DIFFICULTIES if self.perturbations[n].noise else (1,))]
 
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
